@@ -1,0 +1,55 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# The CPU build of torch keeps installs small. With a GPU: `make install TORCH_SPEC=torch`
+# (or install your CUDA build of torch into .venv first; an importable torch is kept).
+TORCH_SPEC ?= torch==2.13.0
+QUERY ?= my thermostat forgets its schedule at night
+
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export LANCE_LOG ?= error
+
+.PHONY: install run sync search test test-fast dev bench lint sample clean
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+run: install $(DAGSTER_HOME)/dagster.yaml  ## install, sync the sample data, run one example search
+	$(VENV)/bin/embedding-assets sync
+	$(VENV)/bin/embedding-assets search "$(QUERY)" -k 5
+
+sync: install $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/embedding-assets sync
+
+test: install  ## the whole suite, as CI runs it
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow and not model"
+
+dev: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+lint: install
+	$(VENV)/bin/ruff check embedding_assets embedding_assets_tests
+	$(VENV)/bin/mypy embedding_assets
+
+sample:  ## regenerate the committed sample landing data
+	$(PY) -m embedding_assets.lib.samplegen data
+
+clean:  ## remove generated state (lake, index, Dagster instance); keeps .venv and the sample
+	rm -rf data/lake data/lancedb data/dagster
