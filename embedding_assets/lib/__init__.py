@@ -1,0 +1,1 @@
+"""Pure, typed building blocks with no Dagster in them."""

@@ -1,0 +1,71 @@
+"""Bronze: an exact, append-only copy of every landing delivery, with lineage columns.
+
+A batch delivered again with different bytes is appended as a new delivery; the previous one
+stays. Re-running the same delivery appends nothing, so bronze is idempotent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from embedding_assets.lib.hashing import frame_hash, sha256_bytes
+
+BRONZE_SCHEMA: dict[str, pl.DataType] = {
+    "batch": pl.String(),
+    "_source": pl.String(),
+    "_delivery": pl.String(),  # sha256 of the batch's landing files
+    "_delivery_seq": pl.Int32(),
+    "_file": pl.String(),
+    "_line": pl.Int64(),
+    "_format": pl.String(),
+    "_raw": pl.Binary(),
+    "_header": pl.Binary(),
+    "_raw_hash": pl.String(),
+    "_ingested_at": pl.Datetime("us", "UTC"),
+}
+
+
+def latest_delivery(bronze: pl.DataFrame) -> pl.DataFrame:
+    if bronze.height == 0:
+        return bronze
+    return bronze.filter(pl.col("_delivery_seq") == pl.col("_delivery_seq").max()).sort("_file", "_line")
+
+
+def new_delivery(
+    raw: pl.DataFrame, *, source: str, batch: str, fmt: str, delivery: str, existing: pl.DataFrame, now: datetime
+) -> pl.DataFrame | None:
+    """Rows to append for this delivery, or None when it is already the latest one in bronze."""
+    current = latest_delivery(existing)
+    if current.height and current["_delivery"][0] == delivery:
+        return None
+    if not current.height and raw.height == 0:
+        return None  # nothing landed and nothing was there: an empty partition
+    seq = int(existing["_delivery_seq"].max()) + 1 if existing.height else 1  # type: ignore[arg-type]
+    return raw.select(
+        pl.lit(batch).alias("batch"),
+        pl.lit(source).alias("_source"),
+        pl.lit(delivery).alias("_delivery"),
+        pl.lit(seq, dtype=pl.Int32).alias("_delivery_seq"),
+        pl.col("file").alias("_file"),
+        pl.col("line").alias("_line"),
+        pl.lit(fmt).alias("_format"),
+        pl.col("raw").alias("_raw"),
+        pl.col("header").alias("_header"),
+        pl.col("raw").map_elements(sha256_bytes, return_dtype=pl.String).alias("_raw_hash"),
+        pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("_ingested_at"),
+    ).cast(BRONZE_SCHEMA)
+
+
+def bronze_version(rows: pl.DataFrame) -> str:
+    """Content hash of the latest delivery: which raw records, at which file and line."""
+    return frame_hash(rows, ["_file", "_line", "_raw_hash"], sort_by=["_file", "_line"])
+
+
+def as_raw_records(rows: pl.DataFrame) -> pl.DataFrame:
+    """The latest delivery in the shape the silver parser reads."""
+    return rows.select(
+        pl.col("_file").alias("file"), pl.col("_line").alias("line"), pl.col("_raw").alias("raw"),
+        pl.col("_header").alias("header"),
+    )  # fmt: skip

@@ -1,0 +1,154 @@
+"""Token-aware chunking with the embedding model's own tokenizer.
+
+A chunk never exceeds the model's maximum sequence length (special tokens included), so
+sentence-transformers never silently truncates what we embed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import polars as pl
+
+from embedding_assets.lib.hashing import sha256_text
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}|\n(?=\s*[-*#\d])")
+
+CHUNK_SCHEMA: dict[str, pl.DataType] = {
+    "chunk_id": pl.String(),
+    "doc_id": pl.String(),
+    "source": pl.String(),
+    "batch": pl.String(),
+    "chunk_index": pl.Int32(),
+    "n_chunks": pl.Int32(),
+    "title": pl.String(),
+    "text": pl.String(),
+    "chunk_hash": pl.String(),
+    "n_tokens": pl.Int32(),
+    "updated_at": pl.Datetime("us", "UTC"),
+    "metadata": pl.String(),
+}
+
+
+class Tokenizer(Protocol):
+    def __call__(self, text: str, *, add_special_tokens: bool, return_offsets_mapping: bool) -> dict: ...
+
+
+@dataclass(frozen=True)
+class ChunkerSettings:
+    max_tokens: int = 256
+    overlap: int = 32
+    model_max_tokens: int = 256  # the model's max_seq_length, special tokens included
+    special_tokens: int = 2  # [CLS] and [SEP] for BERT-style models
+
+    @property
+    def budget(self) -> int:
+        """Tokens of text allowed per chunk."""
+        return max(8, min(self.max_tokens, self.model_max_tokens - self.special_tokens))
+
+    def __post_init__(self) -> None:
+        if self.overlap < 0 or self.overlap >= self.max_tokens:
+            raise ValueError(f"chunk overlap {self.overlap} must be >= 0 and < chunk size {self.max_tokens}")
+
+    def describe(self) -> str:
+        return f"tokens={self.budget},overlap={self.overlap}"
+
+
+@dataclass(frozen=True)
+class _Piece:
+    start: int
+    end: int
+    n_tokens: int
+
+
+class Chunker:
+    def __init__(self, tokenizer: Tokenizer, settings: ChunkerSettings) -> None:
+        self._tok = tokenizer
+        self.settings = settings
+
+    def count(self, text: str) -> int:
+        return len(self._tok(text, add_special_tokens=False, return_offsets_mapping=False)["input_ids"])
+
+    def _sentences(self, text: str) -> list[_Piece]:
+        """Sentence spans, each split further on token boundaries if it alone is over budget."""
+        budget = self.settings.budget
+        pieces: list[_Piece] = []
+        start = 0
+        bounds = [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]
+        for end in bounds:
+            span = text[start:end]
+            if span.strip():
+                enc = self._tok(span, add_special_tokens=False, return_offsets_mapping=True)
+                offsets = enc["offset_mapping"]
+                if len(offsets) <= budget:
+                    pieces.append(_Piece(start, end, len(offsets)))
+                else:
+                    for i in range(0, len(offsets), budget):
+                        window = offsets[i : i + budget]
+                        s = start + window[0][0]
+                        e = start + (offsets[i + budget][0] if i + budget < len(offsets) else len(span))
+                        pieces.append(_Piece(s, e, len(window)))
+            start = end
+        return pieces
+
+    def split(self, text: str) -> list[tuple[str, int]]:
+        """Chunks of ``text`` as (chunk text, token count), packed by sentence with overlap."""
+        budget, overlap = self.settings.budget, self.settings.overlap
+        pieces = self._sentences(text)
+        chunks: list[tuple[str, int]] = []
+        i = 0
+        while i < len(pieces):
+            j, used = i, 0
+            while j < len(pieces) and used + pieces[j].n_tokens <= budget:
+                used += pieces[j].n_tokens
+                j += 1
+            j = max(j, i + 1)
+            chunk = text[pieces[i].start : pieces[j - 1].end].strip()
+            n = self.count(chunk)
+            while n > budget and j - 1 > i:  # joining can add tokens at seams; shrink until it fits
+                j -= 1
+                chunk = text[pieces[i].start : pieces[j - 1].end].strip()
+                n = self.count(chunk)
+            chunks.append((chunk, n))
+            if j >= len(pieces):
+                break
+            # Step back over whole trailing sentences that fit in the overlap budget.
+            back, k = 0, j
+            while k - 1 > i and back + pieces[k - 1].n_tokens <= overlap:
+                back += pieces[k - 1].n_tokens
+                k -= 1
+            i = k
+        return chunks
+
+
+def chunk_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
+    """gold/chunks for one batch: live documents split into chunks; deleted documents yield none."""
+    rows: list[tuple] = []
+    live = documents.filter(~pl.col("deleted"))
+    for doc in live.iter_rows(named=True):
+        pieces = chunker.split(doc["text"])
+        for index, (text, n_tokens) in enumerate(pieces):
+            rows.append(
+                (
+                    f"{doc['doc_id']}#{index}",
+                    doc["doc_id"],
+                    doc["source"],
+                    doc["batch"],
+                    index,
+                    len(pieces),
+                    doc["title"],
+                    text,
+                    sha256_text(text),
+                    n_tokens,
+                    doc["updated_at"],
+                    doc["metadata"],
+                )
+            )
+    return pl.DataFrame(rows, schema=CHUNK_SCHEMA, orient="row")
+
+
+def chunk_ids(doc_id: str, n: int) -> Sequence[str]:
+    return [f"{doc_id}#{i}" for i in range(n)]

@@ -1,0 +1,225 @@
+"""Deterministic generator of the sample landing data (a fictional smart-home company).
+
+Everything here is written for this project. ``python -m embedding_assets.lib.samplegen <dir>``
+rewrites the sample; benchmarks call :func:`generate` with larger counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+PRODUCTS = [
+    ("thermostat", "Halo Thermostat", ["the schedule resets overnight", "the display shows the wrong room temperature",
+     "heating keeps running after the target is reached", "the eco mode will not switch off"]),
+    ("kettle", "Brew Kettle", ["the kettle stops before the water boils", "limescale warnings never clear",
+     "the keep-warm light blinks red", "the app shows the kettle as offline"]),
+    ("doorbell", "Porch Doorbell Camera", ["night video is grainy", "motion alerts arrive minutes late",
+     "the chime does not ring indoors", "two-way audio echoes badly"]),
+    ("plug", "Spark Smart Plug", ["the plug drops off the network every evening", "energy readings look too high",
+     "the schedule runs an hour late after the clock change", "the relay clicks but the lamp stays off"]),
+    ("purifier", "Breeze Air Purifier", ["the filter indicator stays orange after replacing the filter",
+     "the fan is loud on the lowest setting", "the air quality ring is always purple", "auto mode never slows down"]),
+    ("vacuum", "Orbit Robot Vacuum", ["the robot gets stuck under the sofa", "the map forgets the kitchen",
+     "the brush stops spinning on carpet", "it will not return to the dock"]),
+    ("lock", "Keystone Smart Lock", ["the lock jams halfway", "auto-lock triggers while the door is open",
+     "the keypad ignores the code", "battery drains within two weeks"]),
+    ("light", "Glow Bulb", ["the bulb flickers when dimmed", "colours drift towards green",
+     "the bulb resets to white after a power cut", "scenes do not sync across rooms"]),
+    ("sensor", "Sentry Leak Sensor", ["false leak alarms at night", "the siren is too quiet",
+     "the sensor reports low battery with a new battery", "alerts stop after a router restart"]),
+    ("speaker", "Echoes Room Speaker", ["audio cuts out during group playback", "the voice assistant mishears names",
+     "bass distorts at high volume", "the speaker forgets the Wi-Fi password"]),
+]
+STEPS = [
+    "I restarted the device twice", "I removed it from the app and paired it again", "I updated the firmware",
+    "I moved the router closer", "I checked the breaker and the wiring", "I reset it to factory settings",
+    "I tried the other power socket", "I cleaned the contacts with a dry cloth",
+]
+MOODS = [
+    "This is urgent because we are away next week.", "Not urgent, but it is annoying.",
+    "My neighbour has the same model and it works fine.", "It started after the last update.",
+    "Please tell me whether this is covered by the warranty.", "I would like a replacement if it cannot be fixed.",
+]
+FIXES = [
+    "Hold the main button for ten seconds until the ring turns white, then pair again from the app.",
+    "Install firmware 4.2 or later, which fixes the timing fault in the scheduler.",
+    "Use a 2.4 GHz network: the device cannot join 5 GHz-only networks.",
+    "Descale with a one-to-one mix of water and white vinegar, then run two rinse cycles.",
+    "Replace the battery with a fresh CR123A cell and recalibrate from the settings page.",
+    "Clear the cached map from the app and let the robot run one full mapping pass.",
+]
+SECTION_TOPICS = [
+    ("Unboxing and first setup", "Take the device out of its sleeve and keep the quick start card nearby. "
+     "Plug it in or insert the supplied batteries, open the Lumen Home app and tap Add device. "
+     "The app searches over Bluetooth first and then hands the device your Wi-Fi details."),
+    ("Connecting to Wi-Fi", "The device joins 2.4 GHz networks only. If your router broadcasts one name for both "
+     "bands, the app asks the device to retry up to three times before it reports a timeout. "
+     "Keep the device within ten metres of the router during setup."),
+    ("Schedules and automations", "Schedules run on the device itself, so they keep working when the internet is "
+     "down. Each schedule has up to eight steps per day. Automations can react to other devices, for example "
+     "turning on a light when the doorbell detects motion after sunset."),
+    ("Firmware updates", "Updates install automatically between two and four in the morning. You can also start "
+     "an update from the device page. Do not unplug the device while the status ring pulses blue: an interrupted "
+     "update falls back to the previous version, which takes a few extra minutes."),
+    ("Cleaning and maintenance", "Wipe the housing with a soft, dry cloth. Never use solvents or submerge the "
+     "device. Check vents and filters once a month and replace consumables when the app reminds you."),
+    ("Troubleshooting", "Most problems clear after a restart. If the status ring turns red, note the error code "
+     "shown in the app; codes starting with E1 mean a network fault, E2 a sensor fault and E3 a power fault. "
+     "A factory reset erases schedules, so export them first."),
+    ("Privacy and data", "Recordings and readings stay on the device unless you enable cloud history. Cloud "
+     "history is encrypted at rest and kept for thirty days. You can download or delete everything from the "
+     "privacy page of the app."),
+    ("Energy use", "In standby the device draws less than half a watt. The energy page shows a daily breakdown "
+     "and estimates the monthly cost using the tariff you enter."),
+    ("Warranty and returns", "Every device carries a two-year warranty against manufacturing faults. Keep the "
+     "proof of purchase. Damage from liquids, drops or unofficial repairs is not covered."),
+    ("Accessibility", "Voice prompts, large-text mode and haptic confirmation can be switched on in the "
+     "accessibility settings. Every physical button also has an equivalent in the app."),
+]
+BATCHES = ("2026-11-01", "2026-11-08")
+
+
+@dataclass(frozen=True)
+class SampleSizes:
+    tickets: tuple[int, int] = (110, 40)
+    products: tuple[int, int] = (70, 30)
+    guides: tuple[int, int] = (30, 15)
+
+
+def _ts(rng: random.Random, batch: str) -> str:
+    base = datetime.fromisoformat(batch).replace(tzinfo=UTC) - timedelta(days=6)
+    return (base + timedelta(minutes=rng.randrange(0, 6 * 24 * 60))).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ticket(rng: random.Random, number: int, batch: str) -> dict:
+    category, product, problems = rng.choice(PRODUCTS)
+    problem = rng.choice(problems)
+    steps = rng.sample(STEPS, 2)
+    body = (
+        f"Since last week {problem} on my {product}. {steps[0].capitalize()} and {steps[1]}, "
+        f"but nothing changed. {rng.choice(MOODS)}"
+    )
+    if rng.random() < 0.3:
+        body += f" Agent note: {rng.choice(FIXES)}"
+    return {
+        "ticket_id": f"T-{number:04d}",
+        "subject": f"{product}: {problem}",
+        "body": body,
+        "product": category,
+        "priority": rng.choice(["low", "normal", "normal", "high", "urgent"]),
+        "status": rng.choice(["open", "pending", "solved"]),
+        "modified": _ts(rng, batch),
+    }
+
+
+def _product(rng: random.Random, number: int, batch: str) -> dict:
+    category, product, problems = PRODUCTS[number % len(PRODUCTS)]
+    generation = 1 + number // len(PRODUCTS)
+    features = rng.sample([s[0].lower() for s in SECTION_TOPICS], 3)
+    return {
+        "sku": f"LH-{category[:3].upper()}-{number:03d}",
+        "name": f"{product} Gen {generation}",
+        "category": category,
+        "price_eur": f"{rng.randrange(19, 349)}.{rng.choice(['00', '50', '99'])}",
+        "description": (
+            f"The {product} Gen {generation} is part of the Lumen Home range. It improves {features[0]}, "
+            f"{features[1]} and {features[2]} over the previous generation. "
+            f"Known issue being worked on: {rng.choice(problems)}."
+        ),
+        "status": "active",
+        "updated": _ts(rng, batch),
+    }
+
+
+def _guide(rng: random.Random, number: int, batch: str, sections: int | None = None) -> str:
+    category, product, problems = PRODUCTS[number % len(PRODUCTS)]
+    chosen = rng.sample(SECTION_TOPICS, sections or rng.randrange(3, len(SECTION_TOPICS)))
+    parts = [
+        "---",
+        f"id: guide-{number:03d}",
+        f"title: {product} guide {number}",
+        f"product: {category}",
+        f"updated: {_ts(rng, batch)}",
+        "---",
+        f"# {product} guide {number}",
+        "",
+        f"This guide covers the {product}. Read it once before installation and keep it for later.",
+    ]
+    for heading, text in chosen:
+        parts += ["", f"## {heading}", "", text]
+        if heading == "Troubleshooting":
+            parts += ["", f"If {rng.choice(problems)}: {rng.choice(FIXES)}"]
+    return "\n".join(parts) + "\n"
+
+
+def generate(root: Path, sizes: SampleSizes = SampleSizes(), seed: int = 7) -> dict[str, int]:
+    """Write landing/<source>/<batch>/ files under ``root``; returns documents per source."""
+    rng = random.Random(seed)
+    counts = {"helpdesk": 0, "catalog": 0, "guides": 0}
+    ticket_no = product_no = guide_no = 1000
+    for index, batch in enumerate(BATCHES):
+        # helpdesk: JSONL
+        lines = []
+        for _ in range(sizes.tickets[index]):
+            ticket_no += 1
+            lines.append(json.dumps(_ticket(rng, ticket_no, batch)))
+        if index == 1:
+            update = _ticket(random.Random(1007), 1007, batch)
+            update["body"] = ("Follow-up: the replacement thermostat arrived and the schedule now survives the night. "
+                              "The fix was to install firmware 4.2 before pairing. Closing this ticket.")
+            update["subject"] = "Halo Thermostat: replacement fixed the overnight schedule reset"
+            update["status"] = "solved"
+            lines.append(json.dumps(update))
+            lines.append(json.dumps({"ticket_id": "T-1013", "status": "deleted", "modified": _ts(rng, batch)}))
+            lines.append('{"ticket_id": "T-9999", "subject": "broken export", "body": ')  # truncated line
+            lines.append(json.dumps({"subject": "no id", "body": "A ticket without an id.", "modified": _ts(rng, batch)}))
+        _write(root / "landing" / "helpdesk" / batch / "tickets.jsonl", "\n".join(lines) + "\n")
+        counts["helpdesk"] += sizes.tickets[index]
+
+        # catalog: CSV
+        rows = []
+        for _ in range(sizes.products[index]):
+            product_no += 1
+            rows.append(_product(rng, product_no - 1000, batch))
+        if index == 1:
+            retired = _product(random.Random(42), 42, batch)
+            retired["status"] = "retired"
+            rows.append(retired)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        _write(root / "landing" / "catalog" / batch / "products.csv", buffer.getvalue())
+        counts["catalog"] += sizes.products[index]
+
+        # guides: Markdown, one file per document; some long enough for several chunks
+        for _ in range(sizes.guides[index]):
+            guide_no += 1
+            number = guide_no - 1000
+            _write(root / "landing" / "guides" / batch / f"guide-{number:03d}.md", _guide(rng, number, batch))
+        if index == 1:
+            shorter = _guide(random.Random(3), 3, batch, sections=2)
+            _write(root / "landing" / "guides" / batch / "guide-003.md", shorter)
+            _write(
+                root / "landing" / "guides" / batch / "guide-005.md",
+                f"---\nid: guide-005\ndeleted: true\nupdated: {_ts(rng, batch)}\n---\n",
+            )
+        counts["guides"] += sizes.guides[index]
+    return counts
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "data")
+    print(generate(target))
