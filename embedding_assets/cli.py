@@ -1,0 +1,96 @@
+"""``embedding-assets``: sync the landing zone into the index, and search it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from embedding_assets.config import Settings
+
+
+def _quiet() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from embedding_assets.defs.resources import PipelineResource
+    from embedding_assets.defs.sync import local_instance, sync
+
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    with local_instance(settings) as instance:
+        summary = sync(instance, PipelineResource())
+    print(summary.render())
+    print(f"sync finished in {time.perf_counter() - started:.1f}s: {'ok' if summary.ok else 'FAILED'}")
+    return 0 if summary.ok else 1
+
+
+def run_search(
+    settings: Settings, queries: list[str], k: int, mode: str, source: str | None
+) -> list[dict[str, Any]]:
+    from embedding_assets.lib.embedder import build_embedder
+    from embedding_assets.lib.vector_store import VectorStore
+
+    embedder = build_embedder(settings.embedder, settings.model, settings.device, settings.batch_size)
+    store = VectorStore(settings.lancedb_uri, embedder.model_id, embedder.dimension, settings.ann_min_rows)
+    vectors = embedder.encode(queries) if mode != "fts" else [None] * len(queries)
+    return [
+        {"query": q, "hits": store.search(q, v, k=k, mode=mode, source=source)}  # type: ignore[arg-type]
+        for q, v in zip(queries, vectors, strict=True)
+    ]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.queries_file:
+        queries = [q.strip() for q in Path(args.queries_file).read_text().splitlines() if q.strip()]
+    elif args.query:
+        queries = [args.query]
+    else:
+        print("give a query or --queries-file", file=sys.stderr)
+        return 2
+    results = run_search(settings, queries, args.k, args.mode, args.source)
+    for result in results:
+        if args.json:
+            hits = [{k: h[k] for k in ("doc_id", "chunk_id", "source", "score", "text")} for h in result["hits"]]
+            print(json.dumps({"query": result["query"], "hits": hits}, ensure_ascii=False))
+            continue
+        print(f"query: {result['query']}  ({args.mode}, k={args.k})")
+        if not result["hits"]:
+            print("  no hits: has `embedding-assets sync` run?")
+        for rank, hit in enumerate(result["hits"], start=1):
+            text = " ".join(hit["text"].split())
+            print(f"{rank:>3}. {hit['score']:.4f}  {hit['source']:<9} {hit['chunk_id']}")
+            print(f"     {text[:160]}{'…' if len(text) > 160 else ''}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
+    parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_sync = sub.add_parser("sync", help="register new landing batches and materialise what is new or changed")
+    p_sync.set_defaults(func=cmd_sync)
+    p_search = sub.add_parser("search", help="search the index")
+    p_search.add_argument("query", nargs="?")
+    p_search.add_argument("-k", type=int, default=10)
+    p_search.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="hybrid")
+    p_search.add_argument("--source")
+    p_search.add_argument("--json", action="store_true")
+    p_search.add_argument("--queries-file")
+    p_search.set_defaults(func=cmd_search)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""The layers as partitioned assets. Bodies read, call one or two pure functions, write, report."""
+
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import polars as pl
+
+from embedding_assets.defs.partitions import batches
+from embedding_assets.defs.resources import PipelineResource
+from embedding_assets.defs.state import BLOCKED_KEY, current_versions, inputs_metadata, key_str
+from embedding_assets.lib import bronze as bronze_lib
+from embedding_assets.lib.chunking import CHUNK_SCHEMA, chunk_documents
+from embedding_assets.lib.contracts import Contract
+from embedding_assets.lib.embedding import (
+    CACHE_SCHEMA,
+    EMBEDDING_SCHEMA,
+    embed_chunks,
+    embeddings_version,
+    vector_problems,
+)
+from embedding_assets.lib.hashing import frame_hash, sha256_text
+from embedding_assets.lib.landing import batch_files, files_hash, read_raw_records
+from embedding_assets.lib.schemas import silver_failures
+from embedding_assets.lib.transforms import (
+    GOLD_DOCUMENT_COLUMNS,
+    QUARANTINE_SCHEMA,
+    SILVER_SCHEMA,
+    bronze_to_silver,
+    expected_live_chunks,
+    union_documents,
+)
+
+GOLD_DOCUMENTS = dg.AssetKey(["gold", "documents"])
+GOLD_CHUNKS = dg.AssetKey(["gold", "chunks"])
+EMBEDDINGS = dg.AssetKey(["embeddings"])
+VECTOR_INDEX = dg.AssetKey(["vector_index"])
+GOLD_DOC_SCHEMA = {c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS}
+DOC_VERSION_COLUMNS = ["doc_id", "content_hash", "updated_at", "deleted"]
+EMBEDDING_DEVICE_POOL = "embedding_device"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _inputs(context: dg.AssetExecutionContext, deps: list[dg.AssetKey], extra: dict[str, str]) -> dict[str, str]:
+    return {**current_versions(context.instance, deps, context.partition_key), **extra}
+
+
+def landing_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["landing", source])
+
+
+def layer_key(layer: str, source: str) -> dg.AssetKey:
+    return dg.AssetKey([layer, source])
+
+
+def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.SourceAsset]:
+    source = contract.source
+    group = f"source_{source}"
+    tags = {"source": source}
+
+    @dg.observable_source_asset(
+        key=landing_key(source),
+        partitions_def=batches,
+        group_name=group,
+        description=f"Files dropped into landing/{source}/<batch>/ ({contract.format}).",
+        metadata={"contract": str(contract.path), "owner": contract.owner or "", "format": contract.format},
+    )
+    def landing(pipeline: PipelineResource) -> dg.DataVersionsByPartition:
+        root = pipeline.landing_dir_path() / source
+        versions = {}
+        if root.is_dir():
+            for batch_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+                files = batch_files(batch_dir, contract.format)
+                versions[batch_dir.name] = dg.DataVersion(files_hash(files, batch_dir))
+        return dg.DataVersionsByPartition(versions)
+
+    @dg.asset(
+        key=layer_key("bronze", source),
+        deps=[landing.key],
+        partitions_def=batches,
+        group_name=group,
+        tags=tags,
+        kinds={"delta", "polars"},
+    )
+    def bronze(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Exact, append-only copy of the batch's landing records, with lineage columns."""
+        batch = context.partition_key
+        lake, table = pipeline.lake(), f"bronze/{source}"
+        batch_dir = pipeline.landing_dir_path() / source / batch
+        files = batch_files(batch_dir, contract.format) if batch_dir.is_dir() else ()
+        delivery = files_hash(files, batch_dir)
+        raw = read_raw_records(contract, batch_dir)
+        existing = lake.read_batch(table, batch, bronze_lib.BRONZE_SCHEMA)
+        rows = bronze_lib.new_delivery(
+            raw, source=source, batch=batch, fmt=contract.format, delivery=delivery, existing=existing, now=_now()
+        )
+        version = lake.append(table, rows) if rows is not None else lake.version(table)
+        latest = bronze_lib.latest_delivery(rows if rows is not None else existing)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(bronze_lib.bronze_version(latest)),
+            metadata={
+                "dagster/row_count": latest.height,
+                "rows_appended": rows.height if rows is not None else 0,
+                "delivery": delivery,
+                "files": len(files),
+                "delta_version": version if version is not None else -1,
+                **inputs_metadata({key_str(landing.key): delivery}),
+            },
+        )
+
+    silver_key, quarantine_key = layer_key("silver", source), layer_key("quarantine", source)
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                silver_key, deps=[bronze.key], partitions_def=batches, group_name=group, tags=tags,
+                kinds={"delta", "polars", "pandera"},
+                description=f"Typed, validated, deduplicated {source} rows under contract v{contract.version}.",
+            ),
+            dg.AssetSpec(
+                quarantine_key, deps=[bronze.key], partitions_def=batches, group_name=group, tags=tags,
+                kinds={"delta", "polars"},
+                description=f"{source} rows that failed validation, with every reason.",
+            ),
+        ],
+        check_specs=[
+            dg.AssetCheckSpec("silver_schema", asset=silver_key, blocking=True, partitions_def=batches,
+                              description="Rows conform to the pandera silver schema."),
+            dg.AssetCheckSpec("rows_accounted", asset=silver_key, blocking=True, partitions_def=batches,
+                              description="Rows read = silver + quarantined + duplicates dropped."),
+        ],
+        partitions_def=batches,
+        name=f"silver_{source}",
+    )  # fmt: skip
+    def silver(context: dg.AssetExecutionContext, pipeline: PipelineResource):  # type: ignore[no-untyped-def]
+        batch = context.partition_key
+        lake = pipeline.lake()
+        rows = bronze_lib.latest_delivery(lake.read_batch(f"bronze/{source}", batch, bronze_lib.BRONZE_SCHEMA))
+        result = bronze_to_silver(contract, bronze_lib.as_raw_records(rows), batch)
+        silver_version = lake.overwrite_batch(f"silver/{source}", result.silver, batch)
+        quarantine_version = lake.overwrite_batch(f"quarantine/{source}", result.quarantine, batch)
+        failures = silver_failures(result.silver)
+        accounting = (
+            f"read {result.rows_read} = silver {result.silver.height} + quarantined {result.quarantine.height}"
+            f" + duplicates {result.duplicates_dropped}"
+        )
+        blocked = "; ".join(
+            ([f"silver_schema: {failures[0]}"] if failures else [])
+            + ([f"rows_accounted: {accounting}"] if not result.accounted else [])
+        )
+        inputs = inputs_metadata(_inputs(context, [bronze.key], {}))
+        reasons = (
+            result.quarantine.explode("reasons")
+            .with_columns(pl.col("reasons").str.split(":").list.first().alias("rule"))
+            .group_by("rule")
+            .len()
+            .sort("rule")
+        )
+        yield dg.MaterializeResult(
+            asset_key=silver_key,
+            data_version=dg.DataVersion(frame_hash(result.silver, DOC_VERSION_COLUMNS, sort_by=["doc_id"])),
+            metadata={
+                "dagster/row_count": result.silver.height,
+                "rows_read": result.rows_read,
+                "rows_quarantined": result.quarantine.height,
+                "duplicates_dropped": result.duplicates_dropped,
+                "superseded": result.superseded,
+                "deleted_markers": int(result.silver["deleted"].sum()),
+                "quarantine_rate": result.quarantine.height / result.rows_read if result.rows_read else 0.0,
+                "delta_version": silver_version,
+                "contract_version": contract.version,
+                BLOCKED_KEY: blocked,
+                **inputs,
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=quarantine_key,
+            data_version=dg.DataVersion(
+                frame_hash(result.quarantine, ["_file", "_line", "reason"], sort_by=["_file", "_line"])
+            ),
+            metadata={
+                "dagster/row_count": result.quarantine.height,
+                "delta_version": quarantine_version,
+                "by_rule": dg.MetadataValue.md(
+                    "| rule | rows |\n|---|---|\n"
+                    + "".join(f"| {r} | {n} |\n" for r, n in reasons.iter_rows())
+                ),
+                **inputs,
+            },
+        )
+        yield dg.AssetCheckResult(
+            asset_key=silver_key, check_name="silver_schema", passed=not failures,
+            metadata={"failures": len(failures), "first_failures": "\n".join(failures[:5])},
+        )  # fmt: skip
+        yield dg.AssetCheckResult(
+            asset_key=silver_key, check_name="rows_accounted", passed=result.accounted,
+            metadata={"accounting": accounting},
+        )  # fmt: skip
+
+    return [landing, bronze, silver]
+
+
+def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinition]:
+    silver_keys = [layer_key("silver", s) for s in contracts]
+
+    @dg.asset(key=GOLD_DOCUMENTS, deps=silver_keys, partitions_def=batches, group_name="gold",
+              kinds={"delta", "polars"})  # fmt: skip
+    def gold_documents(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """One row per document of the batch, all sources unioned, doc ids namespaced by source."""
+        lake, batch = pipeline.lake(), context.partition_key
+        documents = union_documents([lake.read_batch(f"silver/{s}", batch, SILVER_SCHEMA) for s in contracts])
+        version = lake.overwrite_batch("gold/documents", documents, batch)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(frame_hash(documents, DOC_VERSION_COLUMNS, sort_by=["doc_id"])),
+            metadata={
+                "dagster/row_count": documents.height,
+                "deleted": int(documents["deleted"].sum()),
+                "by_source": dg.MetadataValue.json(
+                    {s: n for s, n in documents.group_by("source").len().sort("source").iter_rows()}
+                ),
+                "delta_version": version,
+                **inputs_metadata(_inputs(context, silver_keys, {})),
+            },
+        )
+
+    @dg.asset(key=GOLD_CHUNKS, deps=[GOLD_DOCUMENTS], partitions_def=batches, group_name="gold",
+              kinds={"delta", "polars"})  # fmt: skip
+    def gold_chunks(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Live documents split into chunks with the embedding model's own tokenizer."""
+        lake, batch = pipeline.lake(), context.partition_key
+        embedder = pipeline.embedder()
+        chunker = pipeline.chunker(embedder)
+        documents = lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA)
+        chunks = chunk_documents(documents, chunker)
+        version = lake.overwrite_batch("gold/chunks", chunks, batch)
+        config = pipeline.config_versions()
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(
+                frame_hash(chunks, ["chunk_id", "chunk_hash", "updated_at"], sort_by=["chunk_id"])
+            ),
+            metadata={
+                "dagster/row_count": chunks.height,
+                "documents": documents.height,
+                "max_tokens": int(chunks["n_tokens"].max() or 0),  # type: ignore[arg-type]
+                "mean_tokens": float(chunks["n_tokens"].mean() or 0.0),  # type: ignore[arg-type]
+                "token_budget": chunker.settings.budget,
+                "chunker": chunker.settings.describe(),
+                "delta_version": version,
+                **inputs_metadata(
+                    _inputs(context, [GOLD_DOCUMENTS], {"config/chunker": config["config/chunker"]})
+                ),
+            },
+        )
+
+    return [gold_documents, gold_chunks]
+
+
+@dg.asset(
+    key=EMBEDDINGS,
+    deps=[GOLD_CHUNKS],
+    partitions_def=batches,
+    group_name="embeddings",
+    pool=EMBEDDING_DEVICE_POOL,
+    kinds={"delta", "pytorch"},
+    check_specs=[
+        dg.AssetCheckSpec("vectors_valid", asset=EMBEDDINGS, blocking=True, partitions_def=batches,
+                          description="Vectors are finite, of the model's dimension and unit norm."),
+    ],
+)  # fmt: skip
+def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource):  # type: ignore[no-untyped-def]
+    """Sentence-transformers vectors of the batch's chunks; cached vectors are reused by
+    (chunk_hash, model_id) from any partition, so only new text is embedded."""
+    lake, batch = pipeline.lake(), context.partition_key
+    embedder = pipeline.embedder()
+    chunks = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA)
+    cache = lake.read(
+        "embeddings",
+        CACHE_SCHEMA,
+        (pl.col("model_id") == embedder.model_id) & pl.col("chunk_hash").is_in(chunks["chunk_hash"].implode()),
+    )
+    result = embed_chunks(chunks, cache, embedder, batch=batch, now=_now())
+    problems = vector_problems(result.frame, embedder.dimension)
+    version = lake.overwrite_batch("embeddings", result.frame, batch, extra_predicate=f"model_id = '{embedder.model_id}'")
+    yield dg.MaterializeResult(
+        data_version=dg.DataVersion(embeddings_version(result.frame)),
+        metadata={
+            "dagster/row_count": result.chunks_total,
+            "chunks_total": result.chunks_total,
+            "chunks_embedded": result.chunks_embedded,
+            "chunks_reused": result.chunks_reused,
+            "model_id": embedder.model_id,
+            "model_revision": embedder.revision,
+            "device": embedder.device,
+            "delta_version": version,
+            BLOCKED_KEY: "; ".join(problems),
+            **inputs_metadata(_inputs(context, [GOLD_CHUNKS], {"config/model": embedder.model_id})),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="vectors_valid", passed=not problems, metadata={"problems": "\n".join(problems) or "none"}
+    )
+
+
+@dg.asset(
+    key=VECTOR_INDEX,
+    deps=[EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS],
+    partitions_def=batches,
+    group_name="index",
+    kinds={"lancedb"},
+    check_specs=[
+        dg.AssetCheckSpec("index_matches_gold", asset=VECTOR_INDEX, partitions_def=batches,
+                          description="The index's chunk ids and hashes equal gold's live chunks."),
+    ],
+)  # fmt: skip
+def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):  # type: ignore[no-untyped-def]
+    """LanceDB table per model: chunks upserted by chunk_id (newer updated_at, then batch, wins),
+    deleted documents and surplus chunks removed, full-text and ANN indexes kept current."""
+    lake, batch = pipeline.lake(), context.partition_key
+    embedder = pipeline.embedder()
+    store = pipeline.vector_store(embedder)
+    chunks = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA)
+    vectors = lake.read(
+        "embeddings", EMBEDDING_SCHEMA, (pl.col("batch") == batch) & (pl.col("model_id") == embedder.model_id)
+    )
+    documents = lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA)
+    rows = chunks.join(vectors.select("chunk_id", "vector"), on="chunk_id", how="inner")
+    if rows.height != chunks.height:
+        raise dg.Failure(f"{chunks.height - rows.height} chunks of batch {batch} have no vector for {embedder.model_id}")
+    applied = store.apply_batch(rows, documents)
+    built = store.ensure_indexes()
+    fingerprint = store.batch_fingerprint(batch)
+    recon = store.reconcile(
+        expected_live_chunks(lake.read("gold/documents", GOLD_DOC_SCHEMA), lake.read("gold/chunks", CHUNK_SCHEMA))
+    )
+    yield dg.MaterializeResult(
+        data_version=dg.DataVersion(sha256_text(frame_hash(fingerprint, ["chunk_id", "chunk_hash"]), embedder.model_id)),
+        metadata={
+            "dagster/row_count": fingerprint.height,
+            "table": store.table_name,
+            "lancedb_version": applied.table_version,
+            "docs_written": applied.docs_written,
+            "docs_skipped_older": applied.docs_skipped_older,
+            "docs_deleted": applied.docs_deleted,
+            "chunks_upserted": applied.chunks_upserted,
+            "chunks_deleted": applied.chunks_deleted,
+            "indexes_built": ",".join(built) or "none",
+            "ann_index": store.has_ann_index(),
+            "model_id": embedder.model_id,
+            **inputs_metadata(
+                _inputs(context, [EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS], {"config/model": embedder.model_id})
+            ),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="index_matches_gold",
+        passed=recon.ok,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "expected": recon.expected, "actual": recon.actual, "missing": len(recon.missing),
+            "extra": len(recon.extra), "stale": len(recon.stale),
+            "examples": ", ".join((recon.missing + recon.extra + recon.stale)[:10]) or "none",
+        },
+    )  # fmt: skip
