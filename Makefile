@@ -12,7 +12,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export LANCE_LOG ?= error
+export LANCEDB_LOG ?= error
 
 .PHONY: install run sync search test test-fast dev bench lint sample clean
 

@@ -68,11 +68,12 @@ def vector_problems(frame: pl.DataFrame, dimension: int, tolerance: float = 1e-2
     dimension and unit-normalised."""
     if frame.height == 0:
         return []
-    lengths = frame["vector"].list.len()
+    vectors = frame["vector"].cast(pl.List(pl.Float32))
+    lengths = vectors.list.len()
     wrong = int((lengths != dimension).sum())
     if wrong:
         return [f"{wrong} vectors do not have the model's dimension {dimension}"]
-    matrix = np.asarray(frame["vector"].to_list(), dtype=np.float32)
+    matrix = np.asarray(vectors.to_list(), dtype=np.float32)
     problems = []
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():

@@ -174,33 +174,28 @@ class VectorStore:
 
         ``optimize`` folds rows written since the last build into the existing indexes.
         """
-        from lancedb.index import FTS
+        from lancedb.index import FTS, IvfHnswSq
 
         table = self.table()
         built: list[str] = []
-        existing = {idx.index_type: idx for idx in table.list_indices()}
+        indexed = {col for idx in table.list_indices() for col in idx.columns}
         rows = table.count_rows()
-        if "FTS" not in existing and rows:
+        if indexed:
+            table.optimize()  # fold new rows into the existing indexes, compact small fragments
+        if rows and "text" not in indexed:
             table.create_index("text", config=FTS(), replace=True)
             built.append("fts")
-        vector_types = {"IVF_PQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_FLAT", "IVF_SQ", "IVF_RQ"}
-        if not vector_types & set(existing) and rows >= self.ann_min_rows:
-            table.create_index(
-                metric="cosine",
-                vector_column_name="vector",
-                index_type="IVF_HNSW_SQ",
-                num_partitions=max(1, int(math.sqrt(rows) / 4)),
-            )
+        if rows >= self.ann_min_rows and "vector" not in indexed:
+            partitions = max(1, int(math.sqrt(rows) / 4))
+            table.create_index("vector", config=IvfHnswSq(distance_type="cosine", num_partitions=partitions))
             built.append("ann")
-        if existing:
-            table.optimize()
         for name in ("source", "doc_id", "batch"):
-            if not any(name in idx.columns for idx in table.list_indices()) and rows:
+            if rows and name not in indexed:
                 table.create_scalar_index(name, replace=True)
         return built
 
     def has_ann_index(self) -> bool:
-        return self.exists() and any(idx.index_type.startswith("IVF") for idx in self.table().list_indices())
+        return self.exists() and any(idx.columns == ["vector"] for idx in self.table().list_indices())
 
     # ------------------------------------------------------------------ reads
 

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from embedding_assets.defs.resources import PipelineResource
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LANCEDB_LOG", "error")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the repository's data/ by accident."""
+    monkeypatch.setenv("EA_DATA_DIR", str(tmp_path / "data"))
+    for name in ("EA_MODEL", "EA_EMBEDDER", "EA_LAKE_URI", "EA_LANCEDB_URI", "EA_LANDING_DIR", "EA_CONTRACTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A copy of the sample contracts and landing batches."""
+    target = tmp_path / "data"
+    shutil.copytree(SAMPLE / "contracts", target / "contracts")
+    shutil.copytree(SAMPLE / "landing", target / "landing")
+    return target
+
+
+def make_pipeline(root: Path, **overrides: object) -> PipelineResource:
+    fields: dict[str, object] = {
+        "landing_dir": str(root / "landing"),
+        "contracts_dir": str(root / "contracts"),
+        "lake_uri": str(root / "lake"),
+        "lancedb_uri": str(root / "lancedb"),
+        "embedder_kind": "hashing",
+        "device": "cpu",
+    }
+    fields.update(overrides)
+    return PipelineResource(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pipeline(root: Path) -> PipelineResource:
+    return make_pipeline(root)
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+def lake_snapshot(root: Path) -> dict[str, pl.DataFrame]:
+    """Every Delta table's rows, sorted, without wall-clock columns."""
+    out = {}
+    for log in sorted((root / "lake").rglob("_delta_log")):
+        table = log.parent
+        frame = pl.read_delta(str(table))
+        frame = frame.drop([c for c in frame.columns if c in ("_ingested_at",)])
+        sortable = [c for c, t in frame.schema.items() if t not in (pl.List(pl.Float32), pl.Binary)]
+        out[str(table.relative_to(root / "lake"))] = frame.sort(sortable)
+    return out
+
+
+def materialization_count(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> int:
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey.from_user_string(key), asset_partitions=[partition] if partition else None
+        ),
+        limit=10_000,
+    )
+    return len(result.records)

@@ -1,0 +1,79 @@
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from embedding_assets.lib.chunking import Chunker, ChunkerSettings, chunk_documents
+from embedding_assets.lib.embedder import bundled_tokenizer
+from embedding_assets.lib.transforms import GOLD_DOCUMENT_COLUMNS, SILVER_SCHEMA
+
+SENTENCES = [f"Sentence number {i} explains how the {w} keeps working after a restart." for i, w in
+             enumerate(["kettle", "plug", "lock", "vacuum", "thermostat", "speaker"] * 30)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer():  # type: ignore[no-untyped-def]
+    return bundled_tokenizer()
+
+
+def _tokens_with_specials(tokenizer, text: str) -> int:  # type: ignore[no-untyped-def]
+    return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def test_chunks_respect_budget_and_model_limit(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    chunker = Chunker(tokenizer, ChunkerSettings(max_tokens=256, overlap=32, model_max_tokens=256))
+    text = " ".join(SENTENCES)
+    chunks = chunker.split(text)
+    assert len(chunks) > 5
+    for chunk, n in chunks:
+        assert n <= chunker.settings.budget == 254
+        assert _tokens_with_specials(tokenizer, chunk) <= 256  # the model never truncates
+        assert chunk.endswith(".")  # sentence boundaries are preferred
+
+
+def test_overlap_repeats_trailing_sentences(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    chunker = Chunker(tokenizer, ChunkerSettings(max_tokens=64, overlap=20, model_max_tokens=256))
+    chunks = [c for c, _ in chunker.split(" ".join(SENTENCES[:12]))]
+    last_sentence_of_first = chunks[0].split(". ")[-1]
+    assert last_sentence_of_first in chunks[1]
+
+
+def test_zero_overlap_covers_text_once(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    chunker = Chunker(tokenizer, ChunkerSettings(max_tokens=64, overlap=0, model_max_tokens=256))
+    text = " ".join(SENTENCES[:20])
+    chunks = [c for c, _ in chunker.split(text)]
+    assert " ".join(chunks) == text
+
+
+def test_a_sentence_longer_than_the_budget_is_split_on_tokens(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    chunker = Chunker(tokenizer, ChunkerSettings(max_tokens=256, overlap=32, model_max_tokens=128))
+    text = "word " * 1000
+    chunks = chunker.split(text.strip())
+    assert len(chunks) >= 8
+    assert all(_tokens_with_specials(tokenizer, c) <= 128 for c, _ in chunks)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        ChunkerSettings(max_tokens=32, overlap=32)
+
+
+def test_chunk_documents_ids_hashes_and_deleted_docs(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    docs = pl.DataFrame(
+        [
+            ("g:1", "g", "1", "b", "T", " ".join(SENTENCES[:40]), now, False, "{}", "h1"),
+            ("g:2", "g", "2", "b", None, "", now, True, "{}", "h2"),
+        ],
+        schema={c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS},
+        orient="row",
+    )
+    chunker = Chunker(tokenizer, ChunkerSettings(max_tokens=128, overlap=16, model_max_tokens=256))
+    chunks = chunk_documents(docs, chunker)
+    assert set(chunks["doc_id"]) == {"g:1"}
+    n = chunks.height
+    assert chunks["chunk_id"].to_list() == [f"g:1#{i}" for i in range(n)]
+    assert chunks["n_chunks"].unique().to_list() == [n]
+    assert chunks["chunk_hash"].n_unique() == n
+    again = chunk_documents(docs, chunker)
+    assert again.equals(chunks)  # deterministic

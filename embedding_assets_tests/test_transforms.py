@@ -1,0 +1,114 @@
+import json
+from pathlib import Path
+
+import polars as pl
+
+from embedding_assets.lib.contracts import load_contracts
+from embedding_assets.lib.landing import RAW_SCHEMA
+from embedding_assets.lib.schemas import silver_failures
+from embedding_assets.lib.transforms import bronze_to_silver, latest_documents, union_documents
+from embedding_assets_tests.conftest import SAMPLE
+
+HELPDESK = load_contracts(SAMPLE / "contracts")["helpdesk"]
+CATALOG = load_contracts(SAMPLE / "contracts")["catalog"]
+GUIDES = load_contracts(SAMPLE / "contracts")["guides"]
+
+
+def _ticket(tid: str | None, body: str = "The kettle stops early.", modified: str = "2026-11-01T10:00:00Z", **extra: object) -> bytes:
+    row = {"ticket_id": tid, "subject": "Kettle", "body": body, "modified": modified, "priority": "low", **extra}
+    return json.dumps(row).encode()
+
+
+def _raw(*records: bytes) -> pl.DataFrame:
+    return pl.DataFrame(
+        [("t.jsonl", i + 1, r, None) for i, r in enumerate(records)], schema=RAW_SCHEMA, orient="row"
+    )
+
+
+def test_valid_rows_become_typed_canonical_silver() -> None:
+    result = bronze_to_silver(HELPDESK, _raw(_ticket("T-1"), _ticket("T-2", body="Lock jams.")), "b1")
+    assert result.quarantine.height == 0
+    silver = result.silver
+    assert silver["doc_id"].to_list() == ["helpdesk:T-1", "helpdesk:T-2"]
+    assert silver["text"][0] == "Kettle\n\nThe kettle stops early."
+    assert silver.schema["updated_at"] == pl.Datetime("us", "UTC")
+    assert json.loads(silver["metadata"][0]) == {"priority": "low", "product": None, "status": None}
+    assert silver_failures(silver) == []
+    assert result.accounted
+
+
+def test_bad_rows_are_quarantined_with_every_reason() -> None:
+    raw = _raw(
+        _ticket("T-1"),
+        b'{"ticket_id": "T-2", "body": ',  # truncated JSON
+        b"\xff\xfe not utf-8",
+        _ticket(None),
+        _ticket("T-5", body="   ", modified="not a date", subject=" "),
+        _ticket("T-6", priority="sometimes"),
+        b"[1, 2]",
+        _ticket("T-8", body="x" * 20001),
+        b'{"ticket_id": "T-9", "subject": "nul\\u0000", "body": "b", "modified": "2026-11-01"}'.replace(b"\\u0000", b"\x00"),
+    )
+    result = bronze_to_silver(HELPDESK, raw, "b1")
+    assert result.silver["doc_id"].to_list() == ["helpdesk:T-1"]
+    reasons = {line: reasons for line, reasons in result.quarantine.select("_line", "reasons").iter_rows()}
+    assert reasons[2][0].startswith("invalid_json")
+    assert reasons[3][0].startswith("invalid_utf8")
+    assert any(r.startswith("missing_id") for r in reasons[4])
+    assert {r.split(":")[0] for r in reasons[5]} >= {"empty_text", "bad_type", "missing_required"}
+    assert any("field 'modified'" in r for r in reasons[5])
+    assert reasons[6] == ["not_allowed: field 'priority' must be one of ['low', 'normal', 'high', 'urgent']"]
+    assert reasons[7][0].startswith("not_an_object")
+    assert any(r.startswith("too_long: field 'body'") for r in reasons[8])
+    assert reasons[9][0].startswith("nul_byte")
+    assert result.accounted and result.rows_read == 9
+
+
+def test_duplicates_and_conflicting_versions_are_resolved_by_updated_at() -> None:
+    raw = _raw(
+        _ticket("T-1", body="old", modified="2026-11-01T09:00:00Z"),
+        _ticket("T-1", body="new", modified="2026-11-01T11:00:00Z"),
+        _ticket("T-1", body="middle", modified="2026-11-01T10:00:00Z"),
+        _ticket("T-2"),
+        _ticket("T-2"),
+    )
+    result = bronze_to_silver(HELPDESK, raw, "b1")
+    assert result.silver.height == 2
+    assert result.silver.filter(pl.col("doc_id") == "helpdesk:T-1")["text"][0].endswith("new")
+    assert result.duplicates_dropped == 3 and result.superseded == 2
+    assert result.accounted
+
+
+def test_deleted_marker_needs_only_the_id() -> None:
+    raw = _raw(json.dumps({"ticket_id": "T-3", "status": "deleted", "modified": "2026-11-02T00:00:00Z"}).encode())
+    result = bronze_to_silver(HELPDESK, raw, "b1")
+    assert result.quarantine.height == 0
+    assert result.silver["deleted"].to_list() == [True]
+    assert result.silver["text"].to_list() == [""]
+
+
+def test_csv_and_markdown_sources_parse() -> None:
+    header = b"sku,name,description,category,price_eur,status,updated"
+    csv_raw = pl.DataFrame(
+        [("p.csv", 2, b'A-1,Kettle,"Boils, fast",kettle,19.50,active,2026-11-01T00:00:00Z', header),
+         ("p.csv", 3, b"A-2,Plug,Switches,plug,abc,active,2026-11-01T00:00:00Z", header)],
+        schema=RAW_SCHEMA, orient="row",
+    )  # fmt: skip
+    result = bronze_to_silver(CATALOG, csv_raw, "b1")
+    assert result.silver["doc_id"].to_list() == ["catalog:A-1"]
+    assert json.loads(result.silver["metadata"][0]) == {"category": "kettle", "price_eur": 19.5}
+    assert "bad_type: field 'price_eur' is not a valid float" in result.quarantine["reasons"][0].to_list()
+
+    md = b"---\nid: g-1\ntitle: Setup\nupdated: 2026-11-01T00:00:00Z\n---\n# Setup\n\nPlug it in."
+    result = bronze_to_silver(GUIDES, pl.DataFrame([("g.md", 1, md, None)], schema=RAW_SCHEMA, orient="row"), "b1")
+    assert result.silver["doc_id"].to_list() == ["guides:g-1"]
+    assert result.silver["text"][0] == "# Setup\n\nPlug it in."
+
+
+def test_latest_documents_prefers_updated_at_then_batch(tmp_path: Path) -> None:
+    a = bronze_to_silver(HELPDESK, _raw(_ticket("T-1", body="newer", modified="2026-11-05T00:00:00Z")), "b1").silver
+    b = bronze_to_silver(HELPDESK, _raw(_ticket("T-1", body="older", modified="2026-11-01T00:00:00Z")), "b2").silver
+    c = bronze_to_silver(HELPDESK, _raw(_ticket("T-1", body="same time later batch", modified="2026-11-05T00:00:00Z")), "b3").silver
+    docs = union_documents([a, b])
+    assert latest_documents(docs)["text"][0].endswith("newer")
+    assert latest_documents(union_documents([a, b, c]))["batch"][0] == "b3"

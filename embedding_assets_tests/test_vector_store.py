@@ -1,0 +1,92 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from embedding_assets.lib.embedder import HashingEmbedder
+from embedding_assets.lib.hashing import sha256_text
+from embedding_assets.lib.vector_store import VectorStore
+
+T1 = datetime(2026, 11, 1, tzinfo=UTC)
+T2 = datetime(2026, 11, 2, tzinfo=UTC)
+EMB = HashingEmbedder()
+
+
+def _batch(batch: str, docs: dict[str, tuple[datetime, list[str] | None]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """docs: doc_id -> (updated_at, chunk texts or None for a deletion)."""
+    chunk_rows, doc_rows = [], []
+    for doc_id, (ts, texts) in docs.items():
+        doc_rows.append({"doc_id": doc_id, "updated_at": ts, "batch": batch, "deleted": texts is None})
+        for i, text in enumerate(texts or []):
+            chunk_rows.append(
+                {"chunk_id": f"{doc_id}#{i}", "doc_id": doc_id, "source": doc_id.split(":")[0], "batch": batch,
+                 "chunk_index": i, "title": None, "text": text, "chunk_hash": sha256_text(text), "updated_at": ts,
+                 "metadata": "{}", "vector": EMB.encode([text])[0].tolist()}
+            )  # fmt: skip
+    schema = {"chunk_id": pl.String, "doc_id": pl.String, "source": pl.String, "batch": pl.String,
+              "chunk_index": pl.Int32, "title": pl.String, "text": pl.String, "chunk_hash": pl.String,
+              "updated_at": pl.Datetime("us", "UTC"), "metadata": pl.String, "vector": pl.List(pl.Float32)}  # fmt: skip
+    return pl.DataFrame(chunk_rows, schema=schema), pl.DataFrame(doc_rows, schema={
+        "doc_id": pl.String, "updated_at": pl.Datetime("us", "UTC"), "batch": pl.String, "deleted": pl.Boolean})
+
+
+def _rows(store: VectorStore) -> list[tuple]:
+    return sorted(store.read(["chunk_id", "chunk_hash", "batch"]).iter_rows())
+
+
+def test_newer_wins_deletes_propagate_and_surplus_chunks_go(tmp_path: Path) -> None:
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    store.apply_batch(*_batch("b1", {"a:1": (T1, ["kettle one", "kettle two", "kettle three"]), "a:2": (T1, ["plug"])}))
+    result = store.apply_batch(*_batch("b2", {"a:1": (T2, ["kettle new"]), "a:2": (T2, None)}))
+    assert (result.docs_written, result.docs_deleted, result.chunks_deleted) == (1, 1, 3)
+    assert _rows(store) == [("a:1#0", sha256_text("kettle new"), "b2")]
+
+
+def test_older_batch_replayed_later_never_overwrites_newer(tmp_path: Path) -> None:
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    newer = _batch("b2", {"a:1": (T2, ["fresh"])})
+    older = _batch("b1", {"a:1": (T1, ["stale", "stale two"]), "a:3": (T1, None)})
+    store.apply_batch(*newer)
+    result = store.apply_batch(*older)
+    assert result.docs_skipped_older == 1
+    assert _rows(store) == [("a:1#0", sha256_text("fresh"), "b2")]
+
+
+def test_apply_is_idempotent(tmp_path: Path) -> None:
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    batch = _batch("b1", {"a:1": (T1, ["one", "two"]), "a:2": (None, ["three"])})  # type: ignore[dict-item]
+    store.apply_batch(*batch)
+    first = store.read(["chunk_id", "chunk_hash", "text", "vector"]).sort("chunk_id")
+    store.apply_batch(*batch)
+    again = store.read(["chunk_id", "chunk_hash", "text", "vector"]).sort("chunk_id")
+    assert first.equals(again) and again.height == 3
+
+
+def test_indexes_and_search_modes(tmp_path: Path) -> None:
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension, ann_min_rows=300)
+    texts = [f"device {i} {'kettle boils water' if i % 3 == 0 else 'lock opens door'} model {i}" for i in range(400)]
+    docs = {f"s{i % 2}:{i}": (T1, [t]) for i, t in enumerate(texts)}
+    store.apply_batch(*_batch("b1", docs))
+    built = store.ensure_indexes()
+    assert set(built) == {"fts", "ann"} and store.has_ann_index()
+    query = "kettle boils water"
+    vec = EMB.encode([query])[0]
+    for mode in ("vector", "fts", "hybrid"):
+        hits = store.search(query, vec, k=5, mode=mode)  # type: ignore[arg-type]
+        assert len(hits) == 5, mode
+        assert all("kettle" in h["text"] for h in hits), mode
+        scores = [h["score"] for h in hits]
+        assert scores == sorted(scores, reverse=True), mode
+    only = store.search(query, vec, k=5, mode="hybrid", source="s1")
+    assert only and all(h["source"] == "s1" for h in only)
+    assert np.isfinite([h["score"] for h in only]).all()
+
+
+def test_reconcile_reports_missing_extra_and_stale(tmp_path: Path) -> None:
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    store.apply_batch(*_batch("b1", {"a:1": (T1, ["one", "two"])}))
+    expected = pl.DataFrame({"chunk_id": ["a:1#0", "a:9#0"], "chunk_hash": [sha256_text("changed"), "x"]})
+    recon = store.reconcile(expected)
+    assert (recon.missing, recon.extra, recon.stale) == (["a:9#0"], ["a:1#1"], ["a:1#0"])
+    assert not recon.ok
