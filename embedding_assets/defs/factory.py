@@ -28,4 +28,7 @@ def build_defs(contracts_dir: Path, pipeline: PipelineResource | None = None) ->
         assets=assets,
         sensors=[build_landing_sensor(nodes)],
         resources={"pipeline": pipeline or PipelineResource(contracts_dir=str(contracts_dir))},
+        # One process per run: the model and tokenizer load once per run instead of once per step,
+        # which costs more than the per-source parallelism a multiprocess executor would give.
+        executor=dg.in_process_executor,
     )

@@ -1,0 +1,64 @@
+"""The real bundled all-MiniLM-L6-v2 model, end to end: sync the sample, then search it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from embedding_assets.defs.sync import sync
+from embedding_assets_tests.conftest import make_pipeline
+
+pytestmark = [pytest.mark.slow, pytest.mark.model]
+
+
+def test_real_model_sync_and_search(root: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    pipeline = make_pipeline(root, embedder_kind="sentence-transformers")
+    summary = sync(instance, pipeline, echo=lambda _: None)
+    assert summary.ok, summary.render()
+    assert summary.reconciliation.startswith("ok")
+
+    vectors = pl.read_delta(str(root / "lake" / "embeddings"))
+    assert vectors["model_id"].unique().to_list() == ["all-MiniLM-L6-v2"]
+    matrix = np.asarray(vectors["vector"].to_list(), dtype=np.float32)
+    assert matrix.shape[1] == 384
+    assert np.allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-3)
+    gold = pl.read_delta(str(root / "lake" / "gold" / "chunks"))
+    assert int(gold["n_tokens"].max()) <= 254  # type: ignore[arg-type]
+
+    queries = tmp_path / "queries.txt"
+    queries.write_text("my thermostat forgets its schedule at night\nhow do I descale the kettle\n")
+    env = {
+        "EA_DATA_DIR": str(root), "HF_HUB_OFFLINE": "1", "LANCEDB_LOG": "error", "PATH": "/usr/bin:/bin",
+    }  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "embedding_assets.cli", "search", "--queries-file", str(queries), "--json", "-k", "5",
+         "--mode", "vector"],
+        capture_output=True, text=True, env=env, check=True, timeout=240,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["query"] for line in lines] == queries.read_text().splitlines()
+    thermostat, kettle = lines
+    assert set(thermostat["hits"][0]) == {"doc_id", "chunk_id", "source", "score", "text"}
+    assert "thermostat" in thermostat["hits"][0]["text"].lower()
+    assert any("descal" in h["text"].lower() or "kettle" in h["text"].lower() for h in kettle["hits"][:3])
+    for line in lines:
+        assert "helpdesk:T-1013" not in {h["doc_id"] for h in line["hits"]}
+        scores = [h["score"] for h in line["hits"]]
+        assert scores == sorted(scores, reverse=True)
+
+    # The updated ticket is found with its new text; the retired and deleted docs are gone.
+    out = subprocess.run(
+        [sys.executable, "-m", "embedding_assets.cli", "search", "replacement fixed the overnight schedule reset",
+         "--json", "-k", "3", "--source", "helpdesk"],
+        capture_output=True, text=True, env=env, check=True, timeout=240,
+    )  # fmt: skip
+    hits = json.loads(out.stdout)["hits"]
+    assert hits[0]["doc_id"] == "helpdesk:T-1007" and "replacement" in hits[0]["text"]
+    assert all(h["source"] == "helpdesk" for h in hits)
