@@ -2,16 +2,18 @@
 
 
 from datetime import UTC, datetime
+from functools import cache
 
 import dagster as dg
 import polars as pl
+from dagster_pandera import pandera_schema_to_dagster_type
 
 from embedding_assets.defs.partitions import batches
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.state import BLOCKED_KEY, current_versions, inputs_metadata, key_str
 from embedding_assets.lib import bronze as bronze_lib
 from embedding_assets.lib.chunking import CHUNK_SCHEMA, chunk_documents
-from embedding_assets.lib.contracts import Contract
+from embedding_assets.lib.contracts import Contract, contract_version, load_contract
 from embedding_assets.lib.embedding import (
     CACHE_SCHEMA,
     EMBEDDING_SCHEMA,
@@ -21,7 +23,7 @@ from embedding_assets.lib.embedding import (
 )
 from embedding_assets.lib.hashing import frame_hash, sha256_text
 from embedding_assets.lib.landing import batch_files, files_hash, read_raw_records
-from embedding_assets.lib.schemas import silver_failures
+from embedding_assets.lib.schemas import SilverDocuments, silver_failures
 from embedding_assets.lib.transforms import (
     GOLD_DOCUMENT_COLUMNS,
     QUARANTINE_SCHEMA,
@@ -38,6 +40,12 @@ VECTOR_INDEX = dg.AssetKey(["vector_index"])
 GOLD_DOC_SCHEMA = {c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS}
 DOC_VERSION_COLUMNS = ["doc_id", "content_hash", "updated_at", "deleted"]
 EMBEDDING_DEVICE_POOL = "embedding_device"
+
+
+@cache
+def silver_column_schema() -> dg.TableSchema:
+    """The pandera silver schema as a Dagster column schema, shown on the asset in the UI."""
+    return pandera_schema_to_dagster_type(SilverDocuments).metadata["schema"].schema
 
 
 def _now() -> datetime:
@@ -119,6 +127,7 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
                 silver_key, deps=[bronze.key], partitions_def=batches, group_name=group, tags=tags,
                 kinds={"delta", "polars", "pandera"},
                 description=f"Typed, validated, deduplicated {source} rows under contract v{contract.version}.",
+                metadata={"dagster/column_schema": silver_column_schema()},
             ),
             dg.AssetSpec(
                 quarantine_key, deps=[bronze.key], partitions_def=batches, group_name=group, tags=tags,
@@ -138,8 +147,10 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
     def silver(context: dg.AssetExecutionContext, pipeline: PipelineResource):  # type: ignore[no-untyped-def]
         batch = context.partition_key
         lake = pipeline.lake()
+        # The contract as it is now on disk, not as it was when the code location loaded.
+        current = load_contract(contract.path)
         rows = bronze_lib.latest_delivery(lake.read_batch(f"bronze/{source}", batch, bronze_lib.BRONZE_SCHEMA))
-        result = bronze_to_silver(contract, bronze_lib.as_raw_records(rows), batch)
+        result = bronze_to_silver(current, bronze_lib.as_raw_records(rows), batch)
         silver_version = lake.overwrite_batch(f"silver/{source}", result.silver, batch)
         quarantine_version = lake.overwrite_batch(f"quarantine/{source}", result.quarantine, batch)
         failures = silver_failures(result.silver)
@@ -151,7 +162,7 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
             ([f"silver_schema: {failures[0]}"] if failures else [])
             + ([f"rows_accounted: {accounting}"] if not result.accounted else [])
         )
-        inputs = inputs_metadata(_inputs(context, [bronze.key], {}))
+        inputs = inputs_metadata(_inputs(context, [bronze.key], {f"contract/{source}": contract_version(current)}))
         reasons = (
             result.quarantine.explode("reasons")
             .with_columns(pl.col("reasons").str.split(":").list.first().alias("rule"))
@@ -171,7 +182,7 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
                 "deleted_markers": int(result.silver["deleted"].sum()),
                 "quarantine_rate": result.quarantine.height / result.rows_read if result.rows_read else 0.0,
                 "delta_version": silver_version,
-                "contract_version": contract.version,
+                "contract_version": current.version,
                 BLOCKED_KEY: blocked,
                 **inputs,
             },

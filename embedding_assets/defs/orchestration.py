@@ -42,7 +42,10 @@ def pipeline_nodes(assets: Sequence[dg.AssetsDefinition]) -> list[Node]:
             continue
         for key in ad.keys:
             upstream = tuple(key_str(d) for d in ad.asset_deps.get(key, ()))
-            deps[key_str(key)] = upstream + CONFIG_DEPS.get(key_str(key), ())
+            name = key_str(key)
+            layer, _, source = name.partition("/")
+            contract = (f"contract/{source}",) if layer in ("silver", "quarantine") else ()
+            deps[name] = upstream + CONFIG_DEPS.get(name, ()) + contract
     ordered: list[Node] = []
     done: set[str] = set()
 

@@ -12,7 +12,7 @@ import dagster as dg
 
 from embedding_assets.config import Settings
 from embedding_assets.lib.chunking import Chunker, ChunkerSettings
-from embedding_assets.lib.contracts import Contract, load_contracts
+from embedding_assets.lib.contracts import Contract, contract_version, load_contracts
 from embedding_assets.lib.embedder import Embedder, build_embedder, resolve_model
 from embedding_assets.lib.lake import Lake
 from embedding_assets.lib.vector_store import VectorStore
@@ -88,7 +88,10 @@ class PipelineResource(dg.ConfigurableResource):
     def config_versions(self) -> dict[str, str]:
         """Settings that act as inputs: changing them makes the assets that read them stale."""
         s = self.settings()
-        return {
+        versions = {
             "config/chunker": f"tokens={s.chunk_tokens},overlap={s.chunk_overlap}",
             "config/model": self.model_id(),
         }
+        for source, contract in self.contracts().items():
+            versions[f"contract/{source}"] = contract_version(contract)
+        return versions

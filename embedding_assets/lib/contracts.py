@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,11 @@ def load_contract(path: Path) -> Contract:
     except yaml.YAMLError as exc:
         raise ContractError(f"{path}: not valid YAML: {exc}") from exc
     return parse_contract(raw, path)
+
+
+def contract_version(contract: Contract) -> str:
+    """Hash of the contract file: a changed contract re-runs silver for every batch."""
+    return hashlib.sha256(contract.path.read_bytes()).hexdigest()
 
 
 def load_contracts(contracts_dir: Path) -> dict[str, Contract]:

@@ -42,7 +42,12 @@ def embed_chunks(
     hits = chunks.select("chunk_id", "chunk_hash").join(known, on="chunk_hash", how="inner")
     misses = chunks.join(known.select("chunk_hash"), on="chunk_hash", how="anti")
     # Identical chunk texts inside the batch are embedded once.
-    todo = misses.unique(subset=["chunk_hash"], keep="first", maintain_order=True)
+    # Longest first, so each encode batch pads to similar lengths (and an out-of-memory shows early).
+    todo = (
+        misses.unique(subset=["chunk_hash"], keep="first", maintain_order=True)
+        .with_columns(pl.col("text").str.len_chars().alias("_len"))
+        .sort("_len", "chunk_hash", descending=[True, False])
+    )
     vectors = embedder.encode(todo["text"].to_list())
     fresh = pl.DataFrame(
         {

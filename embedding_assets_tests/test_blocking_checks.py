@@ -1,0 +1,68 @@
+"""Blocking checks stop bad data before it reaches vectors, and the sync says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from embedding_assets.defs.resources import PipelineResource
+from embedding_assets.defs.sync import sync
+from embedding_assets.lib.embedder import HashingEmbedder
+from embedding_assets_tests.conftest import materialization_count
+
+pytestmark = pytest.mark.slow
+
+
+def test_failed_silver_schema_check_blocks_gold(
+    pipeline: PipelineResource, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("embedding_assets.defs.assets.silver_failures", lambda frame: ["doc_id: not unique"])
+    summary = sync(instance, pipeline, echo=lambda _: None)
+    assert not summary.ok
+    assert any("silver" in failure for failure in summary.failed)
+    assert materialization_count(instance, "gold/documents") == 0
+    assert materialization_count(instance, "vector_index") == 0
+    # The next plan reports the partitions as blocked instead of running downstream.
+    monkeypatch.undo()
+    again = sync(instance, pipeline, echo=lambda _: None)
+    assert again.blocked and materialization_count(instance, "gold/documents") == 0
+
+
+def test_invalid_vectors_never_reach_the_index(
+    root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: HashingEmbedder, texts: list[str]) -> np.ndarray:
+        out = np.full((len(texts), self.dimension), np.nan, dtype=np.float32)
+        return out
+
+    monkeypatch.setattr(HashingEmbedder, "encode", broken)
+    summary = sync(instance, pipeline, echo=lambda _: None)
+    assert not summary.ok
+    assert materialization_count(instance, "vector_index") == 0
+    assert not (root / "lancedb" / "chunks__hashing_embedder_v1.lance").exists()
+
+
+def test_fixing_the_contract_lets_a_blocked_batch_flow(
+    root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("embedding_assets.defs.assets.silver_failures", lambda frame: ["doc_id: not unique"])
+    assert not sync(instance, pipeline, echo=lambda _: None).ok
+    monkeypatch.undo()
+    helpdesk = root / "contracts" / "helpdesk.yaml"
+    helpdesk.write_text(helpdesk.read_text() + "# reviewed\n")
+    # Only the helpdesk contract changed: its silver re-runs in every batch; the others stay held.
+    partial = sync(instance, pipeline, echo=lambda _: None)
+    assert partial.blocked.keys() == {"2026-11-01", "2026-11-08"}
+    assert materialization_count(instance, "silver/helpdesk") == 4
+    assert materialization_count(instance, "silver/catalog") == 2
+    assert materialization_count(instance, "gold/documents") == 0
+    for name in ("catalog", "guides"):
+        path = root / "contracts" / f"{name}.yaml"
+        path.write_text(path.read_text() + "# reviewed\n")
+    fixed = sync(instance, pipeline, echo=lambda _: None)
+    assert fixed.ok, fixed.render()
+    assert materialization_count(instance, "vector_index") == 2
+    assert fixed.reconciliation.startswith("ok")
