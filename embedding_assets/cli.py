@@ -62,7 +62,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     results = run_search(settings, queries, args.k, args.mode, args.source)
     for result in results:
         if args.json:
-            hits = [{k: h[k] for k in ("doc_id", "chunk_id", "source", "score", "text")} for h in result["hits"]]
+            hits = [
+                {k: h[k] for k in ("doc_id", "chunk_id", "source", "score", "text")} for h in result["hits"]
+            ]
             print(json.dumps({"query": result["query"], "hits": hits}, ensure_ascii=False))
             continue
         print(f"query: {result['query']}  ({args.mode}, k={args.k})")
@@ -79,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     _quiet()
     parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_sync = sub.add_parser("sync", help="register new landing batches and materialise what is new or changed")
+    p_sync = sub.add_parser(
+        "sync", help="register new landing batches and materialise what is new or changed"
+    )
     p_sync.set_defaults(func=cmd_sync)
     p_search = sub.add_parser("search", help="search the index")
     p_search.add_argument("query", nargs="?")

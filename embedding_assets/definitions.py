@@ -1,6 +1,5 @@
 """The Dagster entry point: one Definitions object, assembled from defs/, no logic here."""
 
-
 import dagster as dg
 
 from embedding_assets.config import Settings

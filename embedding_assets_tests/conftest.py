@@ -24,7 +24,14 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the repository's data/ by accident."""
     monkeypatch.setenv("EA_DATA_DIR", str(tmp_path / "data"))
-    for name in ("EA_MODEL", "EA_EMBEDDER", "EA_LAKE_URI", "EA_LANCEDB_URI", "EA_LANDING_DIR", "EA_CONTRACTS_DIR"):
+    for name in (
+        "EA_MODEL",
+        "EA_EMBEDDER",
+        "EA_LAKE_URI",
+        "EA_LANCEDB_URI",
+        "EA_LANDING_DIR",
+        "EA_CONTRACTS_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

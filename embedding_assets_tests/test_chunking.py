@@ -7,8 +7,10 @@ from embedding_assets.lib.chunking import Chunker, ChunkerSettings, chunk_docume
 from embedding_assets.lib.embedder import bundled_tokenizer
 from embedding_assets.lib.transforms import GOLD_DOCUMENT_COLUMNS, SILVER_SCHEMA
 
-SENTENCES = [f"Sentence number {i} explains how the {w} keeps working after a restart." for i, w in
-             enumerate(["kettle", "plug", "lock", "vacuum", "thermostat", "speaker"] * 30)]  # fmt: skip
+SENTENCES = [
+    f"Sentence number {i} explains how the {w} keeps working after a restart."
+    for i, w in enumerate(["kettle", "plug", "lock", "vacuum", "thermostat", "speaker"] * 30)
+]
 
 
 @pytest.fixture(scope="module")

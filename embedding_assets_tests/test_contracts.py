@@ -25,7 +25,10 @@ def test_sample_contracts_load() -> None:
         ("source: x\nformat: jsonl\nid: a\ntext: b\nfields: {a: {type: decimal}}\n", "fields.a.type"),
         ("source: x\nformat: jsonl\nid: a\ntext: b\nsurprise: 1\n", "surprise"),
         ("source: y\nformat: jsonl\nid: a\ntext: b\n", "source"),
-        ("source: x\nformat: jsonl\nid: a\ntext: b\nquality: {max_quarantine_rate: 3}\n", "quality.max_quarantine_rate"),
+        (
+            "source: x\nformat: jsonl\nid: a\ntext: b\nquality: {max_quarantine_rate: 3}\n",
+            "quality.max_quarantine_rate",
+        ),
     ],
 )
 def test_broken_contract_names_file_and_field(tmp_path: Path, text: str, field: str) -> None:

@@ -28,8 +28,12 @@ def test_definitions_load_like_dagster_dev(root: Path, tmp_path: Path) -> None:
     home.mkdir()
     out = subprocess.run(
         [DAGSTER, "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
-        cwd=REPO, env=_env(root, home), capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        cwd=REPO,
+        env=_env(root, home),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
 
@@ -41,13 +45,32 @@ def test_dagster_asset_materialize_for_a_registered_batch(root: Path, tmp_path: 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("batches", ["2026-11-01"])
     out = subprocess.run(
-        [DAGSTER, "asset", "materialize", "-m", "embedding_assets.definitions", "--select", "*",
-         "--partition", "2026-11-01"],
-        cwd=REPO, env=_env(root, home), capture_output=True, text=True, timeout=280,
-    )  # fmt: skip
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "embedding_assets.definitions",
+            "--select",
+            "*",
+            "--partition",
+            "2026-11-01",
+        ],
+        cwd=REPO,
+        env=_env(root, home),
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        for key in (["bronze", "helpdesk"], ["silver", "guides"], ["gold", "chunks"], ["embeddings"], ["vector_index"]):
+        for key in (
+            ["bronze", "helpdesk"],
+            ["silver", "guides"],
+            ["gold", "chunks"],
+            ["embeddings"],
+            ["vector_index"],
+        ):
             record = instance.get_latest_materialization_event(dg.AssetKey(key))
             assert record is not None, key
     assert (root / "lancedb" / "chunks__hashing_embedder_v1.lance").is_dir()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import yaml
 
+from embedding_assets.definitions import defs as lazy_defs
 from embedding_assets.defs.assets import EMBEDDING_DEVICE_POOL
 from embedding_assets.defs.factory import build_defs
-from embedding_assets.definitions import defs as lazy_defs
 from embedding_assets_tests.conftest import REPO, SAMPLE
 
 
@@ -39,7 +39,9 @@ def test_blocking_checks_and_sensor_are_declared() -> None:
     defs = build_defs(SAMPLE / "contracts")
     graph = defs.resolve_asset_graph()
     blocking = {
-        key.name for key in graph.asset_check_keys if graph.get_check_spec(key).blocking  # type: ignore[attr-defined]
+        key.name
+        for key in graph.asset_check_keys
+        if graph.get_check_spec(key).blocking  # type: ignore[attr-defined]
     }
     assert blocking == {"silver_schema", "rows_accounted", "vectors_valid"}
     sensor = defs.resolve_sensor_def("landing_sensor")

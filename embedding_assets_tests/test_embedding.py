@@ -13,13 +13,19 @@ def _chunks(texts: list[str]) -> pl.DataFrame:
     from embedding_assets.lib.hashing import sha256_text
 
     return pl.DataFrame(
-        {"chunk_id": [f"d#{i}" for i in range(len(texts))], "chunk_hash": [sha256_text(t) for t in texts], "text": texts}
+        {
+            "chunk_id": [f"d#{i}" for i in range(len(texts))],
+            "chunk_hash": [sha256_text(t) for t in texts],
+            "text": texts,
+        }
     )
 
 
 def test_only_misses_are_embedded_and_hits_reused() -> None:
     embedder = HashingEmbedder()
-    first = embed_chunks(_chunks(["alpha", "beta", "beta"]), pl.DataFrame(schema=CACHE_SCHEMA), embedder, batch="b1", now=NOW)
+    first = embed_chunks(
+        _chunks(["alpha", "beta", "beta"]), pl.DataFrame(schema=CACHE_SCHEMA), embedder, batch="b1", now=NOW
+    )
     assert (first.chunks_total, first.chunks_embedded, first.chunks_reused) == (3, 2, 1)
     assert embedder.calls == 2
     cache = first.frame.select("chunk_hash", "vector", "embedded_at")
@@ -32,7 +38,14 @@ def test_only_misses_are_embedded_and_hits_reused() -> None:
 
 def test_vector_problems_catch_nan_wrong_dimension_and_norm() -> None:
     good = np.eye(4, dtype=np.float32)[:2]
-    frame = pl.DataFrame({"vector": pl.Series([*good, np.array([np.nan, 0, 0, 1], np.float32), np.array([2, 0, 0, 0], np.float32)], dtype=pl.List(pl.Float32))})
+    frame = pl.DataFrame(
+        {
+            "vector": pl.Series(
+                [*good, np.array([np.nan, 0, 0, 1], np.float32), np.array([2, 0, 0, 0], np.float32)],
+                dtype=pl.List(pl.Float32),
+            )
+        }
+    )
     problems = vector_problems(frame, 4)
     assert any("NaN" in p for p in problems)
     assert any("norm" in p for p in problems)

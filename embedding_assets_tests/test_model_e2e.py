@@ -35,13 +35,31 @@ def test_real_model_sync_and_search(root: Path, instance: dg.DagsterInstance, tm
     queries = tmp_path / "queries.txt"
     queries.write_text("my thermostat forgets its schedule at night\nhow do I descale the kettle\n")
     env = {
-        "EA_DATA_DIR": str(root), "HF_HUB_OFFLINE": "1", "LANCEDB_LOG": "error", "PATH": "/usr/bin:/bin",
-    }  # fmt: skip
+        "EA_DATA_DIR": str(root),
+        "HF_HUB_OFFLINE": "1",
+        "LANCEDB_LOG": "error",
+        "PATH": "/usr/bin:/bin",
+    }
     out = subprocess.run(
-        [sys.executable, "-m", "embedding_assets.cli", "search", "--queries-file", str(queries), "--json", "-k", "5",
-         "--mode", "vector"],
-        capture_output=True, text=True, env=env, check=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "embedding_assets.cli",
+            "search",
+            "--queries-file",
+            str(queries),
+            "--json",
+            "-k",
+            "5",
+            "--mode",
+            "vector",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=240,
+    )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["query"] for line in lines] == queries.read_text().splitlines()
     thermostat, kettle = lines
@@ -55,10 +73,24 @@ def test_real_model_sync_and_search(root: Path, instance: dg.DagsterInstance, tm
 
     # The updated ticket is found with its new text; the retired and deleted docs are gone.
     out = subprocess.run(
-        [sys.executable, "-m", "embedding_assets.cli", "search", "replacement fixed the overnight schedule reset",
-         "--json", "-k", "3", "--source", "helpdesk"],
-        capture_output=True, text=True, env=env, check=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "embedding_assets.cli",
+            "search",
+            "replacement fixed the overnight schedule reset",
+            "--json",
+            "-k",
+            "3",
+            "--source",
+            "helpdesk",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=240,
+    )
     hits = json.loads(out.stdout)["hits"]
     assert hits[0]["doc_id"] == "helpdesk:T-1007" and "replacement" in hits[0]["text"]
     assert all(h["source"] == "helpdesk" for h in hits)

@@ -45,23 +45,31 @@ def test_sync_builds_every_layer_and_applies_updates_and_deletes(
     silver = pl.read_delta(str(root / "lake" / "silver" / "helpdesk"))
     assert silver.height == 110 + 40 + 2  # batch 2 adds an update and a deletion marker
     quarantine = pl.read_delta(str(root / "lake" / "quarantine" / "helpdesk"))
-    assert sorted(quarantine["reason"].str.split(":").list.first().to_list()) == ["invalid_json", "missing_id"]
+    assert sorted(quarantine["reason"].str.split(":").list.first().to_list()) == [
+        "invalid_json",
+        "missing_id",
+    ]
 
     index = _index_rows(root)
     assert index["chunk_id"].is_duplicated().sum() == 0
     docs = set(index["doc_id"])
     # deletions by marker in all three sources
     assert "helpdesk:T-1013" not in docs and "guides:guide-005" not in docs
-    retired = pl.read_delta(str(root / "lake" / "gold" / "documents")).filter(
-        pl.col("deleted") & (pl.col("source") == "catalog")
-    )["doc_id"].to_list()
+    retired = (
+        pl.read_delta(str(root / "lake" / "gold" / "documents"))
+        .filter(pl.col("deleted") & (pl.col("source") == "catalog"))["doc_id"]
+        .to_list()
+    )
     assert len(retired) == 1 and retired[0] not in docs
     # the update replaced the ticket's text, and the shorter guide lost its surplus chunks
     t1007 = index.filter(pl.col("doc_id") == "helpdesk:T-1007")
     assert t1007["batch"].to_list() == [B2] and "replacement" in t1007["text"][0]
     guide3 = index.filter(pl.col("doc_id") == "guides:guide-003")
     gold_chunks = pl.read_delta(str(root / "lake" / "gold" / "chunks"))
-    assert guide3.height == gold_chunks.filter((pl.col("doc_id") == "guides:guide-003") & (pl.col("batch") == B2)).height
+    assert (
+        guide3.height
+        == gold_chunks.filter((pl.col("doc_id") == "guides:guide-003") & (pl.col("batch") == B2)).height
+    )
     assert set(guide3["batch"]) == {B2}
 
     store = _store(root)
@@ -73,7 +81,9 @@ def test_sync_builds_every_layer_and_applies_updates_and_deletes(
         assert "helpdesk:T-1013" not in {h["doc_id"] for h in found}
 
 
-def test_second_sync_launches_no_runs_and_embeds_nothing(pipeline: PipelineResource, instance: dg.DagsterInstance) -> None:
+def test_second_sync_launches_no_runs_and_embeds_nothing(
+    pipeline: PipelineResource, instance: dg.DagsterInstance
+) -> None:
     sync(instance, pipeline, echo=_quiet)
     events_before = materialization_count(instance, "embeddings")
     again = sync(instance, pipeline, echo=_quiet)
@@ -113,7 +123,10 @@ def test_same_rows_in_different_bytes_stop_at_silver(
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     shuffled = [json.dumps(dict(reversed(list(r.items())))) for r in reversed(rows)]
     path.write_bytes("\r\n".join(shuffled).encode() + b"\r\n")
-    counts = {k: materialization_count(instance, k, B1) for k in ("bronze/helpdesk", "silver/helpdesk", "gold/documents", "embeddings", "vector_index")}
+    counts = {
+        k: materialization_count(instance, k, B1)
+        for k in ("bronze/helpdesk", "silver/helpdesk", "gold/documents", "embeddings", "vector_index")
+    }
     summary = sync(instance, pipeline, echo=_quiet)
     assert summary.ok
     after = {k: materialization_count(instance, k, B1) for k in counts}
@@ -137,7 +150,9 @@ def test_one_changed_document_reembeds_only_its_chunks(
     first["body"] += " Update: the customer found the manual."
     lines[0] = json.dumps(first)
     path.write_text("\n".join(lines) + "\n")
-    b2_before = {k: materialization_count(instance, k, B2) for k in ("bronze/helpdesk", "embeddings", "vector_index")}
+    b2_before = {
+        k: materialization_count(instance, k, B2) for k in ("bronze/helpdesk", "embeddings", "vector_index")
+    }
     summary = sync(instance, pipeline, echo=_quiet)
     assert summary.ok
     assert summary.totals["chunks_embedded"] == 1
@@ -161,7 +176,11 @@ def test_landing_sensor_registers_requests_and_stays_quiet(
     assert first.dynamic_partitions_requests[0].partition_keys == [B1, B2]  # type: ignore[union-attr]
     assert [r.partition_key for r in first.run_requests] == [B1, B2]  # type: ignore[union-attr]
     assert len(first.run_requests[0].asset_selection) == 13  # type: ignore[arg-type,index]
-    assert {e.asset_key.to_user_string() for e in first.asset_events} == {"landing/helpdesk", "landing/catalog", "landing/guides"}
+    assert {e.asset_key.to_user_string() for e in first.asset_events} == {
+        "landing/helpdesk",
+        "landing/catalog",
+        "landing/guides",
+    }
 
     sync(instance, pipeline, echo=_quiet)
     assert tick().run_requests == []
@@ -184,9 +203,17 @@ def test_new_jsonl_source_needs_only_a_contract_and_files(root: Path, instance: 
     batch = root / "landing" / "reviews" / "2026-11-15"
     batch.mkdir(parents=True)
     (batch / "reviews.jsonl").write_text(
-        json.dumps({"review_id": "R1", "headline": "Quiet purifier", "review": "The purifier is silent at night.",
-                    "stars": 5, "written": "2026-11-14T08:00:00Z"}) + "\n"
-    )  # fmt: skip
+        json.dumps(
+            {
+                "review_id": "R1",
+                "headline": "Quiet purifier",
+                "review": "The purifier is silent at night.",
+                "stars": 5,
+                "written": "2026-11-14T08:00:00Z",
+            }
+        )
+        + "\n"
+    )
     summary = sync(instance, make_pipeline(root), echo=_quiet)
     assert summary.ok, summary.render()
     assert summary.new_batches == [B1, B2, "2026-11-15"]

@@ -37,7 +37,10 @@ def test_changed_landing_runs_bronze_and_waits_downstream() -> None:
 
 def test_bronze_changed_but_silver_content_same_stops_there() -> None:
     state = _settled(
-        **{"bronze/a": Materialized("B2", {"landing/a": "L2"}), "silver/a": Materialized("S1", {"bronze/a": "B1"})}
+        **{
+            "bronze/a": Materialized("B2", {"landing/a": "L2"}),
+            "silver/a": Materialized("S1", {"bronze/a": "B1"}),
+        }
     )
     plan = plan_partition("p", NODES, {**SOURCES, "landing/a": "L2"}, state)
     assert plan.to_run == ["silver/a"]

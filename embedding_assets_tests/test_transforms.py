@@ -14,8 +14,20 @@ CATALOG = load_contracts(SAMPLE / "contracts")["catalog"]
 GUIDES = load_contracts(SAMPLE / "contracts")["guides"]
 
 
-def _ticket(tid: str | None, body: str = "The kettle stops early.", modified: str = "2026-11-01T10:00:00Z", **extra: object) -> bytes:
-    row = {"ticket_id": tid, "subject": "Kettle", "body": body, "modified": modified, "priority": "low", **extra}
+def _ticket(
+    tid: str | None,
+    body: str = "The kettle stops early.",
+    modified: str = "2026-11-01T10:00:00Z",
+    **extra: object,
+) -> bytes:
+    row = {
+        "ticket_id": tid,
+        "subject": "Kettle",
+        "body": body,
+        "modified": modified,
+        "priority": "low",
+        **extra,
+    }
     return json.dumps(row).encode()
 
 
@@ -47,7 +59,9 @@ def test_bad_rows_are_quarantined_with_every_reason() -> None:
         _ticket("T-6", priority="sometimes"),
         b"[1, 2]",
         _ticket("T-8", body="x" * 20001),
-        b'{"ticket_id": "T-9", "subject": "nul\\u0000", "body": "b", "modified": "2026-11-01"}'.replace(b"\\u0000", b"\x00"),
+        b'{"ticket_id": "T-9", "subject": "nul\\u0000", "body": "b", "modified": "2026-11-01"}'.replace(
+            b"\\u0000", b"\x00"
+        ),
     )
     result = bronze_to_silver(HELPDESK, raw, "b1")
     assert result.silver["doc_id"].to_list() == ["helpdesk:T-1"]
@@ -80,7 +94,9 @@ def test_duplicates_and_conflicting_versions_are_resolved_by_updated_at() -> Non
 
 
 def test_deleted_marker_needs_only_the_id() -> None:
-    raw = _raw(json.dumps({"ticket_id": "T-3", "status": "deleted", "modified": "2026-11-02T00:00:00Z"}).encode())
+    raw = _raw(
+        json.dumps({"ticket_id": "T-3", "status": "deleted", "modified": "2026-11-02T00:00:00Z"}).encode()
+    )
     result = bronze_to_silver(HELPDESK, raw, "b1")
     assert result.quarantine.height == 0
     assert result.silver["deleted"].to_list() == [True]
@@ -90,25 +106,36 @@ def test_deleted_marker_needs_only_the_id() -> None:
 def test_csv_and_markdown_sources_parse() -> None:
     header = b"sku,name,description,category,price_eur,status,updated"
     csv_raw = pl.DataFrame(
-        [("p.csv", 2, b'A-1,Kettle,"Boils, fast",kettle,19.50,active,2026-11-01T00:00:00Z', header),
-         ("p.csv", 3, b"A-2,Plug,Switches,plug,abc,active,2026-11-01T00:00:00Z", header)],
-        schema=RAW_SCHEMA, orient="row",
-    )  # fmt: skip
+        [
+            ("p.csv", 2, b'A-1,Kettle,"Boils, fast",kettle,19.50,active,2026-11-01T00:00:00Z', header),
+            ("p.csv", 3, b"A-2,Plug,Switches,plug,abc,active,2026-11-01T00:00:00Z", header),
+        ],
+        schema=RAW_SCHEMA,
+        orient="row",
+    )
     result = bronze_to_silver(CATALOG, csv_raw, "b1")
     assert result.silver["doc_id"].to_list() == ["catalog:A-1"]
     assert json.loads(result.silver["metadata"][0]) == {"category": "kettle", "price_eur": 19.5}
     assert "bad_type: field 'price_eur' is not a valid float" in result.quarantine["reasons"][0].to_list()
 
     md = b"---\nid: g-1\ntitle: Setup\nupdated: 2026-11-01T00:00:00Z\n---\n# Setup\n\nPlug it in."
-    result = bronze_to_silver(GUIDES, pl.DataFrame([("g.md", 1, md, None)], schema=RAW_SCHEMA, orient="row"), "b1")
+    result = bronze_to_silver(
+        GUIDES, pl.DataFrame([("g.md", 1, md, None)], schema=RAW_SCHEMA, orient="row"), "b1"
+    )
     assert result.silver["doc_id"].to_list() == ["guides:g-1"]
     assert result.silver["text"][0] == "# Setup\n\nPlug it in."
 
 
 def test_latest_documents_prefers_updated_at_then_batch(tmp_path: Path) -> None:
-    a = bronze_to_silver(HELPDESK, _raw(_ticket("T-1", body="newer", modified="2026-11-05T00:00:00Z")), "b1").silver
-    b = bronze_to_silver(HELPDESK, _raw(_ticket("T-1", body="older", modified="2026-11-01T00:00:00Z")), "b2").silver
-    c = bronze_to_silver(HELPDESK, _raw(_ticket("T-1", body="same time later batch", modified="2026-11-05T00:00:00Z")), "b3").silver
+    a = bronze_to_silver(
+        HELPDESK, _raw(_ticket("T-1", body="newer", modified="2026-11-05T00:00:00Z")), "b1"
+    ).silver
+    b = bronze_to_silver(
+        HELPDESK, _raw(_ticket("T-1", body="older", modified="2026-11-01T00:00:00Z")), "b2"
+    ).silver
+    c = bronze_to_silver(
+        HELPDESK, _raw(_ticket("T-1", body="same time later batch", modified="2026-11-05T00:00:00Z")), "b3"
+    ).silver
     docs = union_documents([a, b])
     assert latest_documents(docs)["text"][0].endswith("newer")
     assert latest_documents(union_documents([a, b, c]))["batch"][0] == "b3"

@@ -13,22 +13,51 @@ T2 = datetime(2026, 11, 2, tzinfo=UTC)
 EMB = HashingEmbedder()
 
 
-def _batch(batch: str, docs: dict[str, tuple[datetime, list[str] | None]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _batch(
+    batch: str, docs: dict[str, tuple[datetime, list[str] | None]]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """docs: doc_id -> (updated_at, chunk texts or None for a deletion)."""
     chunk_rows, doc_rows = [], []
     for doc_id, (ts, texts) in docs.items():
         doc_rows.append({"doc_id": doc_id, "updated_at": ts, "batch": batch, "deleted": texts is None})
         for i, text in enumerate(texts or []):
             chunk_rows.append(
-                {"chunk_id": f"{doc_id}#{i}", "doc_id": doc_id, "source": doc_id.split(":")[0], "batch": batch,
-                 "chunk_index": i, "title": None, "text": text, "chunk_hash": sha256_text(text), "updated_at": ts,
-                 "metadata": "{}", "vector": EMB.encode([text])[0].tolist()}
-            )  # fmt: skip
-    schema = {"chunk_id": pl.String, "doc_id": pl.String, "source": pl.String, "batch": pl.String,
-              "chunk_index": pl.Int32, "title": pl.String, "text": pl.String, "chunk_hash": pl.String,
-              "updated_at": pl.Datetime("us", "UTC"), "metadata": pl.String, "vector": pl.List(pl.Float32)}  # fmt: skip
-    return pl.DataFrame(chunk_rows, schema=schema), pl.DataFrame(doc_rows, schema={
-        "doc_id": pl.String, "updated_at": pl.Datetime("us", "UTC"), "batch": pl.String, "deleted": pl.Boolean})
+                {
+                    "chunk_id": f"{doc_id}#{i}",
+                    "doc_id": doc_id,
+                    "source": doc_id.split(":")[0],
+                    "batch": batch,
+                    "chunk_index": i,
+                    "title": None,
+                    "text": text,
+                    "chunk_hash": sha256_text(text),
+                    "updated_at": ts,
+                    "metadata": "{}",
+                    "vector": EMB.encode([text])[0].tolist(),
+                }
+            )
+    schema = {
+        "chunk_id": pl.String,
+        "doc_id": pl.String,
+        "source": pl.String,
+        "batch": pl.String,
+        "chunk_index": pl.Int32,
+        "title": pl.String,
+        "text": pl.String,
+        "chunk_hash": pl.String,
+        "updated_at": pl.Datetime("us", "UTC"),
+        "metadata": pl.String,
+        "vector": pl.List(pl.Float32),
+    }
+    return pl.DataFrame(chunk_rows, schema=schema), pl.DataFrame(
+        doc_rows,
+        schema={
+            "doc_id": pl.String,
+            "updated_at": pl.Datetime("us", "UTC"),
+            "batch": pl.String,
+            "deleted": pl.Boolean,
+        },
+    )
 
 
 def _rows(store: VectorStore) -> list[tuple]:
@@ -37,7 +66,9 @@ def _rows(store: VectorStore) -> list[tuple]:
 
 def test_newer_wins_deletes_propagate_and_surplus_chunks_go(tmp_path: Path) -> None:
     store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
-    store.apply_batch(*_batch("b1", {"a:1": (T1, ["kettle one", "kettle two", "kettle three"]), "a:2": (T1, ["plug"])}))
+    store.apply_batch(
+        *_batch("b1", {"a:1": (T1, ["kettle one", "kettle two", "kettle three"]), "a:2": (T1, ["plug"])})
+    )
     result = store.apply_batch(*_batch("b2", {"a:1": (T2, ["kettle new"]), "a:2": (T2, None)}))
     assert (result.docs_written, result.docs_deleted, result.chunks_deleted) == (1, 1, 3)
     assert _rows(store) == [("a:1#0", sha256_text("kettle new"), "b2")]
@@ -65,7 +96,10 @@ def test_apply_is_idempotent(tmp_path: Path) -> None:
 
 def test_indexes_and_search_modes(tmp_path: Path) -> None:
     store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension, ann_min_rows=300)
-    texts = [f"device {i} {'kettle boils water' if i % 3 == 0 else 'lock opens door'} model {i}" for i in range(400)]
+    texts = [
+        f"device {i} {'kettle boils water' if i % 3 == 0 else 'lock opens door'} model {i}"
+        for i in range(400)
+    ]
     docs = {f"s{i % 2}:{i}": (T1, [t]) for i, t in enumerate(texts)}
     store.apply_batch(*_batch("b1", docs))
     built = store.ensure_indexes()

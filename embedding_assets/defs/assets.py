@@ -1,6 +1,5 @@
 """The layers as partitioned assets. Bodies read, call one or two pure functions, write, report."""
 
-
 from datetime import UTC, datetime
 from functools import cache
 
@@ -26,7 +25,6 @@ from embedding_assets.lib.landing import batch_files, files_hash, read_raw_recor
 from embedding_assets.lib.schemas import SilverDocuments, silver_failures
 from embedding_assets.lib.transforms import (
     GOLD_DOCUMENT_COLUMNS,
-    QUARANTINE_SCHEMA,
     SILVER_SCHEMA,
     bronze_to_silver,
     expected_live_chunks,
@@ -45,14 +43,17 @@ EMBEDDING_DEVICE_POOL = "embedding_device"
 @cache
 def silver_column_schema() -> dg.TableSchema:
     """The pandera silver schema as a Dagster column schema, shown on the asset in the UI."""
-    return pandera_schema_to_dagster_type(SilverDocuments).metadata["schema"].schema
+    schema = pandera_schema_to_dagster_type(SilverDocuments).metadata["schema"]
+    return schema.schema  # type: ignore[attr-defined]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _inputs(context: dg.AssetExecutionContext, deps: list[dg.AssetKey], extra: dict[str, str]) -> dict[str, str]:
+def _inputs(
+    context: dg.AssetExecutionContext, deps: list[dg.AssetKey], extra: dict[str, str]
+) -> dict[str, str]:
     return {**current_versions(context.instance, deps, context.partition_key), **extra}
 
 
@@ -103,7 +104,13 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
         raw = read_raw_records(contract, batch_dir)
         existing = lake.read_batch(table, batch, bronze_lib.BRONZE_SCHEMA)
         rows = bronze_lib.new_delivery(
-            raw, source=source, batch=batch, fmt=contract.format, delivery=delivery, existing=existing, now=_now()
+            raw,
+            source=source,
+            batch=batch,
+            fmt=contract.format,
+            delivery=delivery,
+            existing=existing,
+            now=_now(),
         )
         version = lake.append(table, rows) if rows is not None else lake.version(table)
         latest = bronze_lib.latest_delivery(rows if rows is not None else existing)
@@ -124,32 +131,52 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                silver_key, deps=[bronze.key], partitions_def=batches, group_name=group, tags=tags,
+                silver_key,
+                deps=[bronze.key],
+                partitions_def=batches,
+                group_name=group,
+                tags=tags,
                 kinds={"delta", "polars", "pandera"},
                 description=f"Typed, validated, deduplicated {source} rows under contract v{contract.version}.",
                 metadata={"dagster/column_schema": silver_column_schema()},
             ),
             dg.AssetSpec(
-                quarantine_key, deps=[bronze.key], partitions_def=batches, group_name=group, tags=tags,
+                quarantine_key,
+                deps=[bronze.key],
+                partitions_def=batches,
+                group_name=group,
+                tags=tags,
                 kinds={"delta", "polars"},
                 description=f"{source} rows that failed validation, with every reason.",
             ),
         ],
         check_specs=[
-            dg.AssetCheckSpec("silver_schema", asset=silver_key, blocking=True, partitions_def=batches,
-                              description="Rows conform to the pandera silver schema."),
-            dg.AssetCheckSpec("rows_accounted", asset=silver_key, blocking=True, partitions_def=batches,
-                              description="Rows read = silver + quarantined + duplicates dropped."),
+            dg.AssetCheckSpec(
+                "silver_schema",
+                asset=silver_key,
+                blocking=True,
+                partitions_def=batches,
+                description="Rows conform to the pandera silver schema.",
+            ),
+            dg.AssetCheckSpec(
+                "rows_accounted",
+                asset=silver_key,
+                blocking=True,
+                partitions_def=batches,
+                description="Rows read = silver + quarantined + duplicates dropped.",
+            ),
         ],
         partitions_def=batches,
         name=f"silver_{source}",
-    )  # fmt: skip
+    )
     def silver(context: dg.AssetExecutionContext, pipeline: PipelineResource):  # type: ignore[no-untyped-def]
         batch = context.partition_key
         lake = pipeline.lake()
         # The contract as it is now on disk, not as it was when the code location loaded.
         current = load_contract(contract.path)
-        rows = bronze_lib.latest_delivery(lake.read_batch(f"bronze/{source}", batch, bronze_lib.BRONZE_SCHEMA))
+        rows = bronze_lib.latest_delivery(
+            lake.read_batch(f"bronze/{source}", batch, bronze_lib.BRONZE_SCHEMA)
+        )
         result = bronze_to_silver(current, bronze_lib.as_raw_records(rows), batch)
         silver_version = lake.overwrite_batch(f"silver/{source}", result.silver, batch)
         quarantine_version = lake.overwrite_batch(f"quarantine/{source}", result.quarantine, batch)
@@ -162,7 +189,9 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
             ([f"silver_schema: {failures[0]}"] if failures else [])
             + ([f"rows_accounted: {accounting}"] if not result.accounted else [])
         )
-        inputs = inputs_metadata(_inputs(context, [bronze.key], {f"contract/{source}": contract_version(current)}))
+        inputs = inputs_metadata(
+            _inputs(context, [bronze.key], {f"contract/{source}": contract_version(current)})
+        )
         reasons = (
             result.quarantine.explode("reasons")
             .with_columns(pl.col("reasons").str.split(":").list.first().alias("rule"))
@@ -203,13 +232,17 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
             },
         )
         yield dg.AssetCheckResult(
-            asset_key=silver_key, check_name="silver_schema", passed=not failures,
+            asset_key=silver_key,
+            check_name="silver_schema",
+            passed=not failures,
             metadata={"failures": len(failures), "first_failures": "\n".join(failures[:5])},
-        )  # fmt: skip
+        )
         yield dg.AssetCheckResult(
-            asset_key=silver_key, check_name="rows_accounted", passed=result.accounted,
+            asset_key=silver_key,
+            check_name="rows_accounted",
+            passed=result.accounted,
             metadata={"accounting": accounting},
-        )  # fmt: skip
+        )
 
     return [landing, bronze, silver]
 
@@ -217,8 +250,13 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
 def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinition]:
     silver_keys = [layer_key("silver", s) for s in contracts]
 
-    @dg.asset(key=GOLD_DOCUMENTS, deps=silver_keys, partitions_def=batches, group_name="gold",
-              kinds={"delta", "polars"})  # fmt: skip
+    @dg.asset(
+        key=GOLD_DOCUMENTS,
+        deps=silver_keys,
+        partitions_def=batches,
+        group_name="gold",
+        kinds={"delta", "polars"},
+    )
     def gold_documents(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """One row per document of the batch, all sources unioned, doc ids namespaced by source."""
         lake, batch = pipeline.lake(), context.partition_key
@@ -237,8 +275,13 @@ def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinitio
             },
         )
 
-    @dg.asset(key=GOLD_CHUNKS, deps=[GOLD_DOCUMENTS], partitions_def=batches, group_name="gold",
-              kinds={"delta", "polars"})  # fmt: skip
+    @dg.asset(
+        key=GOLD_CHUNKS,
+        deps=[GOLD_DOCUMENTS],
+        partitions_def=batches,
+        group_name="gold",
+        kinds={"delta", "polars"},
+    )
     def gold_chunks(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Live documents split into chunks with the embedding model's own tokenizer."""
         lake, batch = pipeline.lake(), context.partition_key
@@ -277,10 +320,15 @@ def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinitio
     pool=EMBEDDING_DEVICE_POOL,
     kinds={"delta", "pytorch"},
     check_specs=[
-        dg.AssetCheckSpec("vectors_valid", asset=EMBEDDINGS, blocking=True, partitions_def=batches,
-                          description="Vectors are finite, of the model's dimension and unit norm."),
+        dg.AssetCheckSpec(
+            "vectors_valid",
+            asset=EMBEDDINGS,
+            blocking=True,
+            partitions_def=batches,
+            description="Vectors are finite, of the model's dimension and unit norm.",
+        ),
     ],
-)  # fmt: skip
+)
 def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource):  # type: ignore[no-untyped-def]
     """Sentence-transformers vectors of the batch's chunks; cached vectors are reused by
     (chunk_hash, model_id) from any partition, so only new text is embedded."""
@@ -290,11 +338,14 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource):  
     cache = lake.read(
         "embeddings",
         CACHE_SCHEMA,
-        (pl.col("model_id") == embedder.model_id) & pl.col("chunk_hash").is_in(chunks["chunk_hash"].implode()),
+        (pl.col("model_id") == embedder.model_id)
+        & pl.col("chunk_hash").is_in(chunks["chunk_hash"].implode()),
     )
     result = embed_chunks(chunks, cache, embedder, batch=batch, now=_now())
     problems = vector_problems(result.frame, embedder.dimension)
-    version = lake.overwrite_batch("embeddings", result.frame, batch, extra_predicate=f"model_id = '{embedder.model_id}'")
+    version = lake.overwrite_batch(
+        "embeddings", result.frame, batch, extra_predicate=f"model_id = '{embedder.model_id}'"
+    )
     yield dg.MaterializeResult(
         data_version=dg.DataVersion(embeddings_version(result.frame)),
         metadata={
@@ -322,10 +373,14 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource):  
     group_name="index",
     kinds={"lancedb"},
     check_specs=[
-        dg.AssetCheckSpec("index_matches_gold", asset=VECTOR_INDEX, partitions_def=batches,
-                          description="The index's chunk ids and hashes equal gold's live chunks."),
+        dg.AssetCheckSpec(
+            "index_matches_gold",
+            asset=VECTOR_INDEX,
+            partitions_def=batches,
+            description="The index's chunk ids and hashes equal gold's live chunks.",
+        ),
     ],
-)  # fmt: skip
+)
 def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):  # type: ignore[no-untyped-def]
     """LanceDB table per model: chunks upserted by chunk_id (newer updated_at, then batch, wins),
     deleted documents and surplus chunks removed, full-text and ANN indexes kept current."""
@@ -339,15 +394,21 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):
     documents = lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA)
     rows = chunks.join(vectors.select("chunk_id", "vector"), on="chunk_id", how="inner")
     if rows.height != chunks.height:
-        raise dg.Failure(f"{chunks.height - rows.height} chunks of batch {batch} have no vector for {embedder.model_id}")
+        raise dg.Failure(
+            f"{chunks.height - rows.height} chunks of batch {batch} have no vector for {embedder.model_id}"
+        )
     applied = store.apply_batch(rows, documents)
     built = store.ensure_indexes()
     fingerprint = store.batch_fingerprint(batch)
     recon = store.reconcile(
-        expected_live_chunks(lake.read("gold/documents", GOLD_DOC_SCHEMA), lake.read("gold/chunks", CHUNK_SCHEMA))
+        expected_live_chunks(
+            lake.read("gold/documents", GOLD_DOC_SCHEMA), lake.read("gold/chunks", CHUNK_SCHEMA)
+        )
     )
     yield dg.MaterializeResult(
-        data_version=dg.DataVersion(sha256_text(frame_hash(fingerprint, ["chunk_id", "chunk_hash"]), embedder.model_id)),
+        data_version=dg.DataVersion(
+            sha256_text(frame_hash(fingerprint, ["chunk_id", "chunk_hash"]), embedder.model_id)
+        ),
         metadata={
             "dagster/row_count": fingerprint.height,
             "table": store.table_name,
@@ -361,7 +422,9 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):
             "ann_index": store.has_ann_index(),
             "model_id": embedder.model_id,
             **inputs_metadata(
-                _inputs(context, [EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS], {"config/model": embedder.model_id})
+                _inputs(
+                    context, [EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS], {"config/model": embedder.model_id}
+                )
             ),
         },
     )
@@ -370,8 +433,11 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):
         passed=recon.ok,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "expected": recon.expected, "actual": recon.actual, "missing": len(recon.missing),
-            "extra": len(recon.extra), "stale": len(recon.stale),
+            "expected": recon.expected,
+            "actual": recon.actual,
+            "missing": len(recon.missing),
+            "extra": len(recon.extra),
+            "stale": len(recon.stale),
             "examples": ", ".join((recon.missing + recon.extra + recon.stale)[:10]) or "none",
         },
-    )  # fmt: skip
+    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from embedding_assets.defs.partitions import batches
+from embedding_assets.defs.partitions import BATCHES
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.state import key_str, state_for
 from embedding_assets.lib.landing import EMPTY_HASH, LandingScan, scan_landing
@@ -59,8 +59,8 @@ def pipeline_nodes(assets: Sequence[dg.AssetsDefinition]) -> list[Node]:
         done.add(key)
         ordered.append(Node(key, deps[key]))
 
-    for key in sorted(deps):
-        visit(key)
+    for name in sorted(deps):
+        visit(name)
     return ordered
 
 
@@ -84,7 +84,9 @@ class SyncPlan:
 
 def active_partitions(instance: dg.DagsterInstance) -> set[str]:
     records = instance.get_run_records(dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES))
-    return {r.dagster_run.tags["dagster/partition"] for r in records if "dagster/partition" in r.dagster_run.tags}
+    return {
+        r.dagster_run.tags["dagster/partition"] for r in records if "dagster/partition" in r.dagster_run.tags
+    }
 
 
 def plan_sync(
@@ -94,7 +96,7 @@ def plan_sync(
     scan = scan_landing(pipeline.landing_dir_path(), contracts)
     for line in scan.rejected:
         log.warning(line)
-    known = set(instance.get_dynamic_partitions(batches.name))
+    known = set(instance.get_dynamic_partitions(BATCHES))
     batch_names = scan.batch_names
     new = [b for b in batch_names if b not in known]
     partitions = sorted(known | set(batch_names))
@@ -126,8 +128,6 @@ def plan_sync(
 def register(instance: dg.DagsterInstance, plan: SyncPlan) -> None:
     """What the sensor returns in its SensorResult, applied directly (for in-process sync)."""
     if plan.new_partitions:
-        instance.add_dynamic_partitions(batches.name, plan.new_partitions)
+        instance.add_dynamic_partitions(BATCHES, plan.new_partitions)
     for observation in plan.observations:
         instance.report_runless_asset_event(observation)
-
-

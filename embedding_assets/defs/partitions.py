@@ -1,4 +1,5 @@
 import dagster as dg
 
-batches = dg.DynamicPartitionsDefinition(name="batches")
+BATCHES = "batches"
+batches = dg.DynamicPartitionsDefinition(name=BATCHES)
 """One partition per ingestion epoch: the name of a landing batch folder."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -23,12 +24,15 @@ def _materialized(record: dg.EventLogRecord) -> Materialized | None:
         return None
     version = mat.tags.get("dagster/data_version") if mat.tags else None
     inputs_meta = mat.metadata.get(INPUTS_KEY)
-    inputs = inputs_meta.value if inputs_meta is not None else {}
-    if isinstance(inputs, str):
-        inputs = json.loads(inputs)
+    raw: Any = inputs_meta.value if inputs_meta is not None else {}
+    inputs: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
     blocked_meta = mat.metadata.get(BLOCKED_KEY)
     blocked = str(blocked_meta.value) if blocked_meta is not None and blocked_meta.value else None
-    return Materialized(data_version=version or "", inputs=dict(inputs or {}), blocked=blocked)
+    return Materialized(
+        data_version=version or "",
+        inputs={str(k): str(v) for k, v in inputs.items()},
+        blocked=blocked,
+    )
 
 
 def latest_by_partition(

@@ -18,9 +18,17 @@ from embedding_assets.defs.resources import PipelineResource
 MAX_WAVES = 16
 _DEFAULT_INSTANCE_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 SUMMED = (
-    "rows_appended", "rows_read", "rows_quarantined", "duplicates_dropped", "chunks_total",
-    "chunks_embedded", "chunks_reused", "chunks_upserted", "chunks_deleted", "docs_deleted",
-)  # fmt: skip
+    "rows_appended",
+    "rows_read",
+    "rows_quarantined",
+    "duplicates_dropped",
+    "chunks_total",
+    "chunks_embedded",
+    "chunks_reused",
+    "chunks_upserted",
+    "chunks_deleted",
+    "docs_deleted",
+)
 
 
 def local_instance(settings: Settings) -> dg.DagsterInstance:
@@ -108,7 +116,9 @@ def sync(
     return summary
 
 
-def _collect(result: dg.ExecuteInProcessResult, batch: str, summary: SyncSummary, echo: Callable[[str], None]) -> None:
+def _collect(
+    result: dg.ExecuteInProcessResult, batch: str, summary: SyncSummary, echo: Callable[[str], None]
+) -> None:
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
         key = mat.asset_key.to_user_string()

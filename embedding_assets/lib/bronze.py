@@ -12,19 +12,21 @@ import polars as pl
 
 from embedding_assets.lib.hashing import frame_hash, sha256_bytes
 
-BRONZE_SCHEMA: dict[str, pl.DataType] = {
-    "batch": pl.String(),
-    "_source": pl.String(),
-    "_delivery": pl.String(),  # sha256 of the batch's landing files
-    "_delivery_seq": pl.Int32(),
-    "_file": pl.String(),
-    "_line": pl.Int64(),
-    "_format": pl.String(),
-    "_raw": pl.Binary(),
-    "_header": pl.Binary(),
-    "_raw_hash": pl.String(),
-    "_ingested_at": pl.Datetime("us", "UTC"),
-}
+BRONZE_SCHEMA = pl.Schema(
+    {
+        "batch": pl.String(),
+        "_source": pl.String(),
+        "_delivery": pl.String(),  # sha256 of the batch's landing files
+        "_delivery_seq": pl.Int32(),
+        "_file": pl.String(),
+        "_line": pl.Int64(),
+        "_format": pl.String(),
+        "_raw": pl.Binary(),
+        "_header": pl.Binary(),
+        "_raw_hash": pl.String(),
+        "_ingested_at": pl.Datetime("us", "UTC"),
+    }
+)
 
 
 def latest_delivery(bronze: pl.DataFrame) -> pl.DataFrame:
@@ -34,7 +36,14 @@ def latest_delivery(bronze: pl.DataFrame) -> pl.DataFrame:
 
 
 def new_delivery(
-    raw: pl.DataFrame, *, source: str, batch: str, fmt: str, delivery: str, existing: pl.DataFrame, now: datetime
+    raw: pl.DataFrame,
+    *,
+    source: str,
+    batch: str,
+    fmt: str,
+    delivery: str,
+    existing: pl.DataFrame,
+    now: datetime,
 ) -> pl.DataFrame | None:
     """Rows to append for this delivery, or None when it is already the latest one in bronze."""
     current = latest_delivery(existing)
@@ -66,6 +75,8 @@ def bronze_version(rows: pl.DataFrame) -> str:
 def as_raw_records(rows: pl.DataFrame) -> pl.DataFrame:
     """The latest delivery in the shape the silver parser reads."""
     return rows.select(
-        pl.col("_file").alias("file"), pl.col("_line").alias("line"), pl.col("_raw").alias("raw"),
+        pl.col("_file").alias("file"),
+        pl.col("_line").alias("line"),
+        pl.col("_raw").alias("raw"),
         pl.col("_header").alias("header"),
-    )  # fmt: skip
+    )

@@ -17,20 +17,22 @@ from embedding_assets.lib.hashing import sha256_text
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}|\n(?=\s*[-*#\d])")
 
-CHUNK_SCHEMA: dict[str, pl.DataType] = {
-    "chunk_id": pl.String(),
-    "doc_id": pl.String(),
-    "source": pl.String(),
-    "batch": pl.String(),
-    "chunk_index": pl.Int32(),
-    "n_chunks": pl.Int32(),
-    "title": pl.String(),
-    "text": pl.String(),
-    "chunk_hash": pl.String(),
-    "n_tokens": pl.Int32(),
-    "updated_at": pl.Datetime("us", "UTC"),
-    "metadata": pl.String(),
-}
+CHUNK_SCHEMA = pl.Schema(
+    {
+        "chunk_id": pl.String(),
+        "doc_id": pl.String(),
+        "source": pl.String(),
+        "batch": pl.String(),
+        "chunk_index": pl.Int32(),
+        "n_chunks": pl.Int32(),
+        "title": pl.String(),
+        "text": pl.String(),
+        "chunk_hash": pl.String(),
+        "n_tokens": pl.Int32(),
+        "updated_at": pl.Datetime("us", "UTC"),
+        "metadata": pl.String(),
+    }
+)
 
 
 class Tokenizer(Protocol):

@@ -89,9 +89,20 @@ def parse_contract(raw: Any, path: Path) -> Contract:
     if not isinstance(raw, dict):
         raise ContractError(f"{path}: the contract must be a YAML mapping")
     known = {
-        "source", "format", "version", "owner", "description", "id", "title", "text",
-        "updated_at", "deleted", "metadata", "fields", "quality",
-    }  # fmt: skip
+        "source",
+        "format",
+        "version",
+        "owner",
+        "description",
+        "id",
+        "title",
+        "text",
+        "updated_at",
+        "deleted",
+        "metadata",
+        "fields",
+        "quality",
+    }
     for key in raw:
         if key not in known:
             raise _fail(path, str(key), f"unknown key; expected one of {sorted(known)}")
@@ -140,9 +151,7 @@ def parse_contract(raw: Any, path: Path) -> Contract:
         if not isinstance(marker, dict) or not isinstance(marker.get("field"), str):
             raise _fail(path, "deleted", "expected {field: <name>, values: [...]}")
         values = marker.get("values", [True])
-        deleted = DeletedMarker(
-            field=marker["field"], values=tuple(str(v).strip().lower() for v in values)
-        )
+        deleted = DeletedMarker(field=marker["field"], values=tuple(str(v).strip().lower() for v in values))
     quality = raw.get("quality") or {}
     rate = quality.get("max_quarantine_rate", 0.05)
     if not isinstance(rate, int | float) or not 0 <= rate <= 1:

@@ -23,11 +23,20 @@ _LOCK = threading.Lock()
 
 
 class Embedder(Protocol):
-    model_id: str
-    revision: str
-    dimension: int
-    max_seq_length: int
-    device: str
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def revision(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def max_seq_length(self) -> int: ...
+
+    @property
+    def device(self) -> str: ...
 
     def tokenizer(self) -> Any: ...
 
@@ -98,13 +107,13 @@ class SentenceTransformerEmbedder:
             return _load_sentence_transformer(self._target, self.device)
 
     @property
-    def dimension(self) -> int:  # type: ignore[override]
+    def dimension(self) -> int:
         model = self.model
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
     @property
-    def max_seq_length(self) -> int:  # type: ignore[override]
+    def max_seq_length(self) -> int:
         return int(self.model.max_seq_length)
 
     def tokenizer(self) -> Any:

@@ -11,19 +11,23 @@ import polars as pl
 from embedding_assets.lib.embedder import Embedder
 from embedding_assets.lib.hashing import frame_hash
 
-EMBEDDING_SCHEMA: dict[str, pl.DataType] = {
-    "batch": pl.String(),
-    "chunk_id": pl.String(),
-    "chunk_hash": pl.String(),
-    "model_id": pl.String(),
-    "vector": pl.List(pl.Float32()),
-    "embedded_at": pl.Datetime("us", "UTC"),
-}
-CACHE_SCHEMA: dict[str, pl.DataType] = {
-    "chunk_hash": pl.String(),
-    "vector": pl.List(pl.Float32()),
-    "embedded_at": pl.Datetime("us", "UTC"),
-}
+EMBEDDING_SCHEMA = pl.Schema(
+    {
+        "batch": pl.String(),
+        "chunk_id": pl.String(),
+        "chunk_hash": pl.String(),
+        "model_id": pl.String(),
+        "vector": pl.List(pl.Float32()),
+        "embedded_at": pl.Datetime("us", "UTC"),
+    }
+)
+CACHE_SCHEMA = pl.Schema(
+    {
+        "chunk_hash": pl.String(),
+        "vector": pl.List(pl.Float32()),
+        "embedded_at": pl.Datetime("us", "UTC"),
+    }
+)
 
 
 @dataclass(frozen=True)

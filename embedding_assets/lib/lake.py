@@ -88,7 +88,9 @@ class Lake:
         arrow = frame.to_arrow()
 
         def write() -> int:
-            write_deltalake(self.uri(table), arrow, mode="append", partition_by=["batch"], schema_mode="merge")
+            write_deltalake(
+                self.uri(table), arrow, mode="append", partition_by=["batch"], schema_mode="merge"
+            )
             return DeltaTable(self.uri(table)).version()
 
         return _retry(write)

@@ -61,9 +61,7 @@ class LandingScan:
 
 def batch_files(batch_dir: Path, fmt: str) -> tuple[Path, ...]:
     suffixes = _SUFFIXES[fmt]
-    return tuple(
-        sorted(p for p in batch_dir.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-    )
+    return tuple(sorted(p for p in batch_dir.rglob("*") if p.is_file() and p.suffix.lower() in suffixes))
 
 
 def files_hash(files: tuple[Path, ...], root: Path) -> str:
@@ -98,9 +96,7 @@ def scan_landing(landing_dir: Path, contracts: dict[str, Contract]) -> LandingSc
                 rejected.append(f"refused batch folder {source_dir.name}/{batch_dir.name!r}: {problem}")
                 continue
             files = batch_files(batch_dir, contract.format)
-            batches.append(
-                LandingBatch(contract.source, batch_dir.name, files, files_hash(files, batch_dir))
-            )
+            batches.append(LandingBatch(contract.source, batch_dir.name, files, files_hash(files, batch_dir)))
     return LandingScan(tuple(batches), tuple(rejected))
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     FRESH = "fresh"
     RUN = "run"  # run now
     WAIT = "wait"  # an upstream runs first; decide after it has

@@ -16,36 +16,124 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 PRODUCTS = [
-    ("thermostat", "Halo Thermostat", ["the schedule resets overnight", "the display shows the wrong room temperature",
-     "heating keeps running after the target is reached", "the eco mode will not switch off"]),
-    ("kettle", "Brew Kettle", ["the kettle stops before the water boils", "limescale warnings never clear",
-     "the keep-warm light blinks red", "the app shows the kettle as offline"]),
-    ("doorbell", "Porch Doorbell Camera", ["night video is grainy", "motion alerts arrive minutes late",
-     "the chime does not ring indoors", "two-way audio echoes badly"]),
-    ("plug", "Spark Smart Plug", ["the plug drops off the network every evening", "energy readings look too high",
-     "the schedule runs an hour late after the clock change", "the relay clicks but the lamp stays off"]),
-    ("purifier", "Breeze Air Purifier", ["the filter indicator stays orange after replacing the filter",
-     "the fan is loud on the lowest setting", "the air quality ring is always purple", "auto mode never slows down"]),
-    ("vacuum", "Orbit Robot Vacuum", ["the robot gets stuck under the sofa", "the map forgets the kitchen",
-     "the brush stops spinning on carpet", "it will not return to the dock"]),
-    ("lock", "Keystone Smart Lock", ["the lock jams halfway", "auto-lock triggers while the door is open",
-     "the keypad ignores the code", "battery drains within two weeks"]),
-    ("light", "Glow Bulb", ["the bulb flickers when dimmed", "colours drift towards green",
-     "the bulb resets to white after a power cut", "scenes do not sync across rooms"]),
-    ("sensor", "Sentry Leak Sensor", ["false leak alarms at night", "the siren is too quiet",
-     "the sensor reports low battery with a new battery", "alerts stop after a router restart"]),
-    ("speaker", "Echoes Room Speaker", ["audio cuts out during group playback", "the voice assistant mishears names",
-     "bass distorts at high volume", "the speaker forgets the Wi-Fi password"]),
+    (
+        "thermostat",
+        "Halo Thermostat",
+        [
+            "the schedule resets overnight",
+            "the display shows the wrong room temperature",
+            "heating keeps running after the target is reached",
+            "the eco mode will not switch off",
+        ],
+    ),
+    (
+        "kettle",
+        "Brew Kettle",
+        [
+            "the kettle stops before the water boils",
+            "limescale warnings never clear",
+            "the keep-warm light blinks red",
+            "the app shows the kettle as offline",
+        ],
+    ),
+    (
+        "doorbell",
+        "Porch Doorbell Camera",
+        [
+            "night video is grainy",
+            "motion alerts arrive minutes late",
+            "the chime does not ring indoors",
+            "two-way audio echoes badly",
+        ],
+    ),
+    (
+        "plug",
+        "Spark Smart Plug",
+        [
+            "the plug drops off the network every evening",
+            "energy readings look too high",
+            "the schedule runs an hour late after the clock change",
+            "the relay clicks but the lamp stays off",
+        ],
+    ),
+    (
+        "purifier",
+        "Breeze Air Purifier",
+        [
+            "the filter indicator stays orange after replacing the filter",
+            "the fan is loud on the lowest setting",
+            "the air quality ring is always purple",
+            "auto mode never slows down",
+        ],
+    ),
+    (
+        "vacuum",
+        "Orbit Robot Vacuum",
+        [
+            "the robot gets stuck under the sofa",
+            "the map forgets the kitchen",
+            "the brush stops spinning on carpet",
+            "it will not return to the dock",
+        ],
+    ),
+    (
+        "lock",
+        "Keystone Smart Lock",
+        [
+            "the lock jams halfway",
+            "auto-lock triggers while the door is open",
+            "the keypad ignores the code",
+            "battery drains within two weeks",
+        ],
+    ),
+    (
+        "light",
+        "Glow Bulb",
+        [
+            "the bulb flickers when dimmed",
+            "colours drift towards green",
+            "the bulb resets to white after a power cut",
+            "scenes do not sync across rooms",
+        ],
+    ),
+    (
+        "sensor",
+        "Sentry Leak Sensor",
+        [
+            "false leak alarms at night",
+            "the siren is too quiet",
+            "the sensor reports low battery with a new battery",
+            "alerts stop after a router restart",
+        ],
+    ),
+    (
+        "speaker",
+        "Echoes Room Speaker",
+        [
+            "audio cuts out during group playback",
+            "the voice assistant mishears names",
+            "bass distorts at high volume",
+            "the speaker forgets the Wi-Fi password",
+        ],
+    ),
 ]
 STEPS = [
-    "I restarted the device twice", "I removed it from the app and paired it again", "I updated the firmware",
-    "I moved the router closer", "I checked the breaker and the wiring", "I reset it to factory settings",
-    "I tried the other power socket", "I cleaned the contacts with a dry cloth",
+    "I restarted the device twice",
+    "I removed it from the app and paired it again",
+    "I updated the firmware",
+    "I moved the router closer",
+    "I checked the breaker and the wiring",
+    "I reset it to factory settings",
+    "I tried the other power socket",
+    "I cleaned the contacts with a dry cloth",
 ]
 MOODS = [
-    "This is urgent because we are away next week.", "Not urgent, but it is annoying.",
-    "My neighbour has the same model and it works fine.", "It started after the last update.",
-    "Please tell me whether this is covered by the warranty.", "I would like a replacement if it cannot be fixed.",
+    "This is urgent because we are away next week.",
+    "Not urgent, but it is annoying.",
+    "My neighbour has the same model and it works fine.",
+    "It started after the last update.",
+    "Please tell me whether this is covered by the warranty.",
+    "I would like a replacement if it cannot be fixed.",
 ]
 FIXES = [
     "Hold the main button for ten seconds until the ring turns white, then pair again from the app.",
@@ -56,32 +144,62 @@ FIXES = [
     "Clear the cached map from the app and let the robot run one full mapping pass.",
 ]
 SECTION_TOPICS = [
-    ("Unboxing and first setup", "Take the device out of its sleeve and keep the quick start card nearby. "
-     "Plug it in or insert the supplied batteries, open the Lumen Home app and tap Add device. "
-     "The app searches over Bluetooth first and then hands the device your Wi-Fi details."),
-    ("Connecting to Wi-Fi", "The device joins 2.4 GHz networks only. If your router broadcasts one name for both "
-     "bands, the app asks the device to retry up to three times before it reports a timeout. "
-     "Keep the device within ten metres of the router during setup."),
-    ("Schedules and automations", "Schedules run on the device itself, so they keep working when the internet is "
-     "down. Each schedule has up to eight steps per day. Automations can react to other devices, for example "
-     "turning on a light when the doorbell detects motion after sunset."),
-    ("Firmware updates", "Updates install automatically between two and four in the morning. You can also start "
-     "an update from the device page. Do not unplug the device while the status ring pulses blue: an interrupted "
-     "update falls back to the previous version, which takes a few extra minutes."),
-    ("Cleaning and maintenance", "Wipe the housing with a soft, dry cloth. Never use solvents or submerge the "
-     "device. Check vents and filters once a month and replace consumables when the app reminds you."),
-    ("Troubleshooting", "Most problems clear after a restart. If the status ring turns red, note the error code "
-     "shown in the app; codes starting with E1 mean a network fault, E2 a sensor fault and E3 a power fault. "
-     "A factory reset erases schedules, so export them first."),
-    ("Privacy and data", "Recordings and readings stay on the device unless you enable cloud history. Cloud "
-     "history is encrypted at rest and kept for thirty days. You can download or delete everything from the "
-     "privacy page of the app."),
-    ("Energy use", "In standby the device draws less than half a watt. The energy page shows a daily breakdown "
-     "and estimates the monthly cost using the tariff you enter."),
-    ("Warranty and returns", "Every device carries a two-year warranty against manufacturing faults. Keep the "
-     "proof of purchase. Damage from liquids, drops or unofficial repairs is not covered."),
-    ("Accessibility", "Voice prompts, large-text mode and haptic confirmation can be switched on in the "
-     "accessibility settings. Every physical button also has an equivalent in the app."),
+    (
+        "Unboxing and first setup",
+        "Take the device out of its sleeve and keep the quick start card nearby. "
+        "Plug it in or insert the supplied batteries, open the Lumen Home app and tap Add device. "
+        "The app searches over Bluetooth first and then hands the device your Wi-Fi details.",
+    ),
+    (
+        "Connecting to Wi-Fi",
+        "The device joins 2.4 GHz networks only. If your router broadcasts one name for both "
+        "bands, the app asks the device to retry up to three times before it reports a timeout. "
+        "Keep the device within ten metres of the router during setup.",
+    ),
+    (
+        "Schedules and automations",
+        "Schedules run on the device itself, so they keep working when the internet is "
+        "down. Each schedule has up to eight steps per day. Automations can react to other devices, for example "
+        "turning on a light when the doorbell detects motion after sunset.",
+    ),
+    (
+        "Firmware updates",
+        "Updates install automatically between two and four in the morning. You can also start "
+        "an update from the device page. Do not unplug the device while the status ring pulses blue: an interrupted "
+        "update falls back to the previous version, which takes a few extra minutes.",
+    ),
+    (
+        "Cleaning and maintenance",
+        "Wipe the housing with a soft, dry cloth. Never use solvents or submerge the "
+        "device. Check vents and filters once a month and replace consumables when the app reminds you.",
+    ),
+    (
+        "Troubleshooting",
+        "Most problems clear after a restart. If the status ring turns red, note the error code "
+        "shown in the app; codes starting with E1 mean a network fault, E2 a sensor fault and E3 a power fault. "
+        "A factory reset erases schedules, so export them first.",
+    ),
+    (
+        "Privacy and data",
+        "Recordings and readings stay on the device unless you enable cloud history. Cloud "
+        "history is encrypted at rest and kept for thirty days. You can download or delete everything from the "
+        "privacy page of the app.",
+    ),
+    (
+        "Energy use",
+        "In standby the device draws less than half a watt. The energy page shows a daily breakdown "
+        "and estimates the monthly cost using the tariff you enter.",
+    ),
+    (
+        "Warranty and returns",
+        "Every device carries a two-year warranty against manufacturing faults. Keep the "
+        "proof of purchase. Damage from liquids, drops or unofficial repairs is not covered.",
+    ),
+    (
+        "Accessibility",
+        "Voice prompts, large-text mode and haptic confirmation can be switched on in the "
+        "accessibility settings. Every physical button also has an equivalent in the app.",
+    ),
 ]
 BATCHES = ("2026-11-01", "2026-11-08")
 
@@ -172,14 +290,22 @@ def generate(root: Path, sizes: SampleSizes = SampleSizes(), seed: int = 7) -> d
             lines.append(json.dumps(_ticket(rng, ticket_no, batch)))
         if index == 1:
             update = _ticket(random.Random(1007), 1007, batch)
-            update["body"] = ("Follow-up: the replacement thermostat arrived and the schedule now survives the night. "
-                              "The fix was to install firmware 4.2 before pairing. Closing this ticket.")
+            update["body"] = (
+                "Follow-up: the replacement thermostat arrived and the schedule now survives the night. "
+                "The fix was to install firmware 4.2 before pairing. Closing this ticket."
+            )
             update["subject"] = "Halo Thermostat: replacement fixed the overnight schedule reset"
             update["status"] = "solved"
             lines.append(json.dumps(update))
-            lines.append(json.dumps({"ticket_id": "T-1013", "status": "deleted", "modified": _ts(rng, batch)}))
+            lines.append(
+                json.dumps({"ticket_id": "T-1013", "status": "deleted", "modified": _ts(rng, batch)})
+            )
             lines.append('{"ticket_id": "T-9999", "subject": "broken export", "body": ')  # truncated line
-            lines.append(json.dumps({"subject": "no id", "body": "A ticket without an id.", "modified": _ts(rng, batch)}))
+            lines.append(
+                json.dumps(
+                    {"subject": "no id", "body": "A ticket without an id.", "modified": _ts(rng, batch)}
+                )
+            )
         _write(root / "landing" / "helpdesk" / batch / "tickets.jsonl", "\n".join(lines) + "\n")
         counts["helpdesk"] += sizes.tickets[index]
 

@@ -21,8 +21,10 @@ class SilverDocuments(pa.DataFrameModel):
     content_hash: str = pa.Field(nullable=False, str_length={"min_value": 64, "max_value": 64})
 
     @pa.dataframe_check
-    def live_rows_have_text(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col("deleted") | (pl.col("text").str.strip_chars().str.len_chars() > 0))
+    def live_rows_have_text(cls, data: pa.PolarsData) -> pl.LazyFrame:  # type: ignore[misc]
+        return data.lazyframe.select(
+            pl.col("deleted") | (pl.col("text").str.strip_chars().str.len_chars() > 0)
+        )
 
     class Config:
         strict = False

@@ -15,29 +15,33 @@ import yaml
 from embedding_assets.lib.contracts import Contract, FieldSpec
 from embedding_assets.lib.hashing import sha256_text
 
-SILVER_SCHEMA: dict[str, pl.DataType] = {
-    "doc_id": pl.String(),
-    "source": pl.String(),
-    "source_id": pl.String(),
-    "batch": pl.String(),
-    "title": pl.String(),
-    "text": pl.String(),
-    "updated_at": pl.Datetime("us", "UTC"),
-    "deleted": pl.Boolean(),
-    "metadata": pl.String(),
-    "content_hash": pl.String(),
-    "_file": pl.String(),
-    "_line": pl.Int64(),
-}
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "source": pl.String(),
-    "batch": pl.String(),
-    "_file": pl.String(),
-    "_line": pl.Int64(),
-    "raw": pl.String(),
-    "reasons": pl.List(pl.String()),
-    "reason": pl.String(),
-}
+SILVER_SCHEMA = pl.Schema(
+    {
+        "doc_id": pl.String(),
+        "source": pl.String(),
+        "source_id": pl.String(),
+        "batch": pl.String(),
+        "title": pl.String(),
+        "text": pl.String(),
+        "updated_at": pl.Datetime("us", "UTC"),
+        "deleted": pl.Boolean(),
+        "metadata": pl.String(),
+        "content_hash": pl.String(),
+        "_file": pl.String(),
+        "_line": pl.Int64(),
+    }
+)
+QUARANTINE_SCHEMA = pl.Schema(
+    {
+        "source": pl.String(),
+        "batch": pl.String(),
+        "_file": pl.String(),
+        "_line": pl.Int64(),
+        "raw": pl.String(),
+        "reasons": pl.List(pl.String()),
+        "reason": pl.String(),
+    }
+)
 GOLD_DOCUMENT_COLUMNS = [c for c in SILVER_SCHEMA if not c.startswith("_")]
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -60,7 +64,9 @@ class SilverResult:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_record(contract: Contract, raw: bytes, header: bytes | None, file: str) -> tuple[dict[str, Any], list[str]]:
+def parse_record(
+    contract: Contract, raw: bytes, header: bytes | None, file: str
+) -> tuple[dict[str, Any], list[str]]:
     """One raw record to a field mapping, or the reasons it cannot be read."""
     try:
         text = raw.decode("utf-8")
@@ -145,8 +151,10 @@ def _parse_datetime(value: str | None) -> datetime | None:
 def _typed(col: str, spec: FieldSpec) -> pl.Expr:
     src = pl.col(col)
     if spec.type == "int":
-        return src.str.strip_chars().cast(pl.Float64, strict=False).pipe(
-            lambda e: pl.when(e == e.round(0)).then(e.cast(pl.Int64, strict=False)).otherwise(None)
+        return (
+            src.str.strip_chars()
+            .cast(pl.Float64, strict=False)
+            .pipe(lambda e: pl.when(e == e.round(0)).then(e.cast(pl.Int64, strict=False)).otherwise(None))
         )
     if spec.type == "float":
         return src.str.strip_chars().cast(pl.Float64, strict=False)
@@ -163,7 +171,7 @@ def _field_rules(contract: Contract, name: str, deleted: pl.Expr) -> list[pl.Exp
     spec = contract.field_spec(name)
     raw = pl.col(f"raw::{name}")
     typed = pl.col(f"typed::{name}")
-    rules = [
+    rules: list[pl.Expr] = [
         pl.when(raw.is_not_null() & raw.str.strip_chars().ne("") & typed.is_null()).then(
             pl.lit(f"bad_type: field '{name}' is not a valid {spec.type}")
         )
@@ -216,11 +224,17 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
         **{f"raw::{n}": pl.String() for n in names},
     }
     frame = pl.DataFrame(parsed_rows, schema=schema, orient="row")
-    frame = frame.with_columns(_typed(f"raw::{n}", contract.field_spec(n)).alias(f"typed::{n}") for n in names)
+    frame = frame.with_columns(
+        _typed(f"raw::{n}", contract.field_spec(n)).alias(f"typed::{n}") for n in names
+    )
 
     marker = contract.deleted
     deleted = (
-        pl.col(f"raw::{marker.field}").str.strip_chars().str.to_lowercase().is_in(list(marker.values)).fill_null(False)
+        pl.col(f"raw::{marker.field}")
+        .str.strip_chars()
+        .str.to_lowercase()
+        .is_in(list(marker.values))
+        .fill_null(False)
         if marker
         else pl.lit(False)
     )
@@ -230,8 +244,9 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
         pl.concat_str(text_parts, separator="\n\n", ignore_nulls=True).str.strip_chars().alias("text"),
     )
     rules: list[pl.Expr] = [
-        pl.when(pl.col(f"raw::{contract.id}").is_null() | pl.col(f"raw::{contract.id}").str.strip_chars().eq(""))
-        .then(pl.lit(f"missing_id: id field '{contract.id}' is null or empty")),
+        pl.when(
+            pl.col(f"raw::{contract.id}").is_null() | pl.col(f"raw::{contract.id}").str.strip_chars().eq("")
+        ).then(pl.lit(f"missing_id: id field '{contract.id}' is null or empty")),
         pl.when(~pl.col("deleted") & pl.col("text").fill_null("").eq("")).then(
             pl.lit(f"empty_text: text fields {list(contract.text)} are empty or whitespace")
         ),
@@ -243,7 +258,10 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
     )
     # A row that could not be parsed has no fields, so only its parse reasons are meaningful.
     frame = frame.with_columns(
-        pl.when(pl.col("_parse").list.len() > 0).then(pl.col("_parse")).otherwise(pl.col("reasons")).alias("reasons")
+        pl.when(pl.col("_parse").list.len() > 0)
+        .then(pl.col("_parse"))
+        .otherwise(pl.col("reasons"))
+        .alias("reasons")
     )
     bad = frame.filter(pl.col("reasons").list.len() > 0)
     good = frame.filter(pl.col("reasons").list.len() == 0)
@@ -274,7 +292,10 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
     metadata = (
         good.select(
             pl.struct([pl.col(f"typed::{m}").alias(m) for m in meta_cols])
-            .map_elements(lambda s: json.dumps(s, sort_keys=True, default=str, ensure_ascii=False), return_dtype=pl.String)
+            .map_elements(
+                lambda s: json.dumps(s, sort_keys=True, default=str, ensure_ascii=False),
+                return_dtype=pl.String,
+            )
             .alias("metadata")
         )["metadata"]
         if meta_cols and good.height
@@ -284,12 +305,18 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
         pl.col(f"typed::{contract.updated_at}").cast(pl.Datetime("us", "UTC"))
         if contract.updated_at and contract.field_spec(contract.updated_at).type == "datetime"
         else (
-            pl.col(f"raw::{contract.updated_at}").map_elements(_parse_datetime, return_dtype=pl.Datetime("us", "UTC"))
+            pl.col(f"raw::{contract.updated_at}").map_elements(
+                _parse_datetime, return_dtype=pl.Datetime("us", "UTC")
+            )
             if contract.updated_at
             else pl.lit(None, dtype=pl.Datetime("us", "UTC"))
         )
     )
-    title = pl.col(f"raw::{contract.title}").str.strip_chars() if contract.title else pl.lit(None, dtype=pl.String)
+    title = (
+        pl.col(f"raw::{contract.title}").str.strip_chars()
+        if contract.title
+        else pl.lit(None, dtype=pl.String)
+    )
     out = good.with_columns(metadata.alias("metadata")).select(
         (pl.lit(f"{contract.source}:") + pl.col(f"raw::{contract.id}").str.strip_chars()).alias("doc_id"),
         pl.lit(contract.source).alias("source"),
@@ -309,8 +336,10 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
             pl.col("title"), pl.col("text"), pl.col("metadata"), pl.col("deleted").cast(pl.String)
         ).iter_rows()
     ]
-    return out.with_columns(pl.Series("content_hash", hashes, dtype=pl.String)).select(list(SILVER_SCHEMA)).cast(
-        SILVER_SCHEMA
+    return (
+        out.with_columns(pl.Series("content_hash", hashes, dtype=pl.String))
+        .select(list(SILVER_SCHEMA))
+        .cast(SILVER_SCHEMA)
     )
 
 

@@ -18,9 +18,17 @@ from embedding_assets.lib.embedder import model_slug
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SearchMode = Literal["vector", "fts", "hybrid"]
 INDEX_COLUMNS = [
-    "chunk_id", "doc_id", "source", "batch", "chunk_index", "title", "text", "chunk_hash",
-    "updated_at", "metadata",
-]  # fmt: skip
+    "chunk_id",
+    "doc_id",
+    "source",
+    "batch",
+    "chunk_index",
+    "title",
+    "text",
+    "chunk_hash",
+    "updated_at",
+    "metadata",
+]
 
 
 def _in_list(column: str, values: list[str]) -> str:
@@ -131,15 +139,23 @@ class VectorStore:
         table = self.table()
         docs = documents.with_columns(pl.col("updated_at").fill_null(EPOCH))
         existing = self.current_versions(docs["doc_id"].to_list())
-        winners = docs.filter(
-            pl.struct("doc_id", "updated_at", "batch").map_elements(
-                lambda d: d["doc_id"] not in existing or (d["updated_at"], d["batch"]) >= existing[d["doc_id"]],
-                return_dtype=pl.Boolean,
+        winners = (
+            docs.filter(
+                pl.struct("doc_id", "updated_at", "batch").map_elements(
+                    lambda d: (
+                        d["doc_id"] not in existing or (d["updated_at"], d["batch"]) >= existing[d["doc_id"]]
+                    ),
+                    return_dtype=pl.Boolean,
+                )
             )
-        ) if docs.height else docs
+            if docs.height
+            else docs
+        )
         counts = chunks.group_by("doc_id").agg(pl.len().cast(pl.Int32).alias("n"))
-        live = winners.filter(~pl.col("deleted")).join(counts, on="doc_id", how="left").with_columns(
-            pl.col("n").fill_null(0)
+        live = (
+            winners.filter(~pl.col("deleted"))
+            .join(counts, on="doc_id", how="left")
+            .with_columns(pl.col("n").fill_null(0))
         )
         gone = winners.filter(pl.col("deleted"))["doc_id"].to_list()
         deleted_before = table.count_rows()
@@ -204,8 +220,10 @@ class VectorStore:
 
     def reconcile(self, expected: pl.DataFrame) -> Reconciliation:
         """Compare the index with the chunks that should be live: ids and chunk hashes."""
-        actual = self.read(["chunk_id", "chunk_hash"]) if self.exists() else pl.DataFrame(
-            schema={"chunk_id": pl.String, "chunk_hash": pl.String}
+        actual = (
+            self.read(["chunk_id", "chunk_hash"])
+            if self.exists()
+            else pl.DataFrame(schema={"chunk_id": pl.String, "chunk_hash": pl.String})
         )
         exp = expected.select("chunk_id", "chunk_hash")
         joined = exp.join(actual, on="chunk_id", how="full", suffix="_actual", coalesce=True)
