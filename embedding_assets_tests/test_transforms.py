@@ -139,3 +139,23 @@ def test_latest_documents_prefers_updated_at_then_batch(tmp_path: Path) -> None:
     docs = union_documents([a, b])
     assert latest_documents(docs)["text"][0].endswith("newer")
     assert latest_documents(union_documents([a, b, c]))["batch"][0] == "b3"
+
+
+def test_bronze_appends_new_deliveries_only() -> None:
+    from datetime import UTC, datetime
+
+    from embedding_assets.lib.bronze import BRONZE_SCHEMA, bronze_version, latest_delivery, new_delivery
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    raw = _raw(_ticket("T-1"), _ticket("T-2"))
+    empty = pl.DataFrame(schema=BRONZE_SCHEMA)
+    first = new_delivery(raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h1", existing=empty, now=now)
+    assert first is not None and first["_delivery_seq"].unique().to_list() == [1]
+    assert new_delivery(raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h1", existing=first, now=now) is None
+    second = new_delivery(raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h2", existing=first, now=now)
+    assert second is not None and second["_delivery_seq"].unique().to_list() == [2]
+    both = pl.concat([first, second])
+    assert latest_delivery(both).height == 2
+    assert bronze_version(latest_delivery(both)) == bronze_version(first)  # same records, same version
+    gone = new_delivery(raw.head(0), source="helpdesk", batch="b1", fmt="jsonl", delivery="e", existing=both, now=now)
+    assert gone is None

@@ -49,8 +49,10 @@ def new_delivery(
     current = latest_delivery(existing)
     if current.height and current["_delivery"][0] == delivery:
         return None
-    if not current.height and raw.height == 0:
-        return None  # nothing landed and nothing was there: an empty partition
+    if raw.height == 0:
+        # Nothing landed (or the folder went away): keep what bronze has. Removing documents
+        # takes an explicit deletion marker, so nothing disappears because a folder did.
+        return None
     seq = int(existing["_delivery_seq"].max()) + 1 if existing.height else 1  # type: ignore[arg-type]
     return raw.select(
         pl.lit(batch).alias("batch"),
