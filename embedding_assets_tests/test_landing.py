@@ -54,3 +54,15 @@ def test_jsonl_records_keep_bytes_and_line_numbers(tmp_path: Path) -> None:
     raw = read_raw_records(contracts["helpdesk"], batch)
     assert raw["raw"].to_list() == [b'{"a": 1}', b'{"b": \xff}']
     assert raw["line"].to_list() == [1, 3]
+
+
+def test_read_hash_matches_scan_hash(root: Path) -> None:
+    from embedding_assets.lib.landing import read_raw_batch
+
+    contracts = load_contracts(root / "contracts")
+    scan = scan_landing(root / "landing", contracts).hashes()
+    for (source, batch), digest in scan.items():
+        landed = read_raw_batch(contracts[source], root / "landing" / source / batch)
+        assert landed.content_hash == digest
+    missing = read_raw_batch(contracts["helpdesk"], root / "landing" / "helpdesk" / "no-such-batch")
+    assert missing.records.height == 0 and missing.files == 0

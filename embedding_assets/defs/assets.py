@@ -21,7 +21,7 @@ from embedding_assets.lib.embedding import (
     vector_problems,
 )
 from embedding_assets.lib.hashing import frame_hash, sha256_text
-from embedding_assets.lib.landing import batch_files, files_hash, read_raw_records
+from embedding_assets.lib.landing import read_raw_batch, scan_landing
 from embedding_assets.lib.schemas import SilverDocuments, silver_failures
 from embedding_assets.lib.transforms import (
     GOLD_DOCUMENT_COLUMNS,
@@ -78,13 +78,8 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
         metadata={"contract": str(contract.path), "owner": contract.owner or "", "format": contract.format},
     )
     def landing(pipeline: PipelineResource) -> dg.DataVersionsByPartition:
-        root = pipeline.landing_dir_path() / source
-        versions = {}
-        if root.is_dir():
-            for batch_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-                files = batch_files(batch_dir, contract.format)
-                versions[batch_dir.name] = dg.DataVersion(files_hash(files, batch_dir))
-        return dg.DataVersionsByPartition(versions)
+        scan = scan_landing(pipeline.landing_dir_path(), {source: contract})
+        return dg.DataVersionsByPartition({b.batch: dg.DataVersion(b.content_hash) for b in scan.batches})
 
     @dg.asset(
         key=layer_key("bronze", source),
@@ -98,13 +93,11 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
         """Exact, append-only copy of the batch's landing records, with lineage columns."""
         batch = context.partition_key
         lake, table = pipeline.lake(), f"bronze/{source}"
-        batch_dir = pipeline.landing_dir_path() / source / batch
-        files = batch_files(batch_dir, contract.format) if batch_dir.is_dir() else ()
-        delivery = files_hash(files, batch_dir)
-        raw = read_raw_records(contract, batch_dir)
+        landed = read_raw_batch(contract, pipeline.landing_dir_path() / source / batch)
+        delivery = landed.content_hash
         existing = lake.read_batch(table, batch, bronze_lib.BRONZE_SCHEMA)
         rows = bronze_lib.new_delivery(
-            raw,
+            landed.records,
             source=source,
             batch=batch,
             fmt=contract.format,
@@ -120,7 +113,7 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
                 "dagster/row_count": latest.height,
                 "rows_appended": rows.height if rows is not None else 0,
                 "delivery": delivery,
-                "files": len(files),
+                "files": landed.files,
                 "delta_version": version if version is not None else -1,
                 **inputs_metadata({key_str(landing.key): delivery}),
             },

@@ -70,9 +70,9 @@ def files_hash(files: tuple[Path, ...], root: Path) -> str:
         return EMPTY_HASH
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(
+            path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest()
+        )
     return digest.hexdigest()
 
 
@@ -100,7 +100,18 @@ def scan_landing(landing_dir: Path, contracts: dict[str, Contract]) -> LandingSc
     return LandingScan(tuple(batches), tuple(rejected))
 
 
+@dataclass(frozen=True)
+class RawBatch:
+    records: pl.DataFrame  # file, line, raw, header
+    content_hash: str  # the same hash scan_landing reports, of the very bytes read
+    files: int
+
+
 def read_raw_records(contract: Contract, batch_dir: Path) -> pl.DataFrame:
+    return read_raw_batch(contract, batch_dir).records
+
+
+def read_raw_batch(contract: Contract, batch_dir: Path) -> RawBatch:
     """Every record of a landing batch as its exact bytes, with file and line for lineage.
 
     JSONL: one record per non-blank line. CSV: the bytes of each record (quoted newlines
@@ -109,9 +120,11 @@ def read_raw_records(contract: Contract, batch_dir: Path) -> pl.DataFrame:
     """
     files = batch_files(batch_dir, contract.format) if batch_dir.is_dir() else ()
     rows: list[tuple[str, int, bytes, bytes | None]] = []
+    digest = hashlib.sha256()
     for path in files:
         rel = path.relative_to(batch_dir).as_posix()
-        data = path.read_bytes()
+        data = path.read_bytes()  # read once: the hash and the records come from the same bytes
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
         if contract.format == "jsonl":
             for number, line in enumerate(data.split(b"\n"), start=1):
                 line = line.rstrip(b"\r")
@@ -125,7 +138,8 @@ def read_raw_records(contract: Contract, batch_dir: Path) -> pl.DataFrame:
                 rows.append((rel, number, json.dumps(record, default=str).encode(), None))
         else:
             rows.append((rel, 1, data, None))
-    return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row")
+    content_hash = digest.hexdigest() if files else EMPTY_HASH
+    return RawBatch(pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row"), content_hash, len(files))
 
 
 def _csv_records(rel: str, data: bytes) -> list[tuple[str, int, bytes, bytes | None]]:
