@@ -45,6 +45,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 lint: install
+	$(VENV)/bin/ruff format --check embedding_assets embedding_assets_tests
 	$(VENV)/bin/ruff check embedding_assets embedding_assets_tests
 	$(VENV)/bin/mypy embedding_assets
 

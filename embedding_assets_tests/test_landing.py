@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from embedding_assets.lib.contracts import load_contracts
-from embedding_assets.lib.landing import name_problem, read_raw_records, scan_landing
+from embedding_assets.lib.landing import name_problem, read_raw_batch, scan_landing
 from embedding_assets_tests.conftest import SAMPLE
 
 
@@ -40,7 +40,7 @@ def test_csv_records_keep_exact_bytes_with_quoted_newlines(tmp_path: Path) -> No
     batch.mkdir()
     payload = b'sku,name,description\r\nA,"Two\r\nlines",x\r\nB,plain,"a, b"\r\n'
     (batch / "p.csv").write_bytes(payload)
-    raw = read_raw_records(contracts["catalog"], batch)
+    raw = read_raw_batch(contracts["catalog"], batch).records
     assert raw["raw"].to_list() == [b'A,"Two\r\nlines",x', b'B,plain,"a, b"']
     assert raw["line"].to_list() == [2, 4]
     assert raw["header"][0] == b"sku,name,description"
@@ -51,14 +51,12 @@ def test_jsonl_records_keep_bytes_and_line_numbers(tmp_path: Path) -> None:
     batch = tmp_path / "b"
     batch.mkdir()
     (batch / "t.jsonl").write_bytes(b'{"a": 1}\r\n\n{"b": \xff}\n')
-    raw = read_raw_records(contracts["helpdesk"], batch)
+    raw = read_raw_batch(contracts["helpdesk"], batch).records
     assert raw["raw"].to_list() == [b'{"a": 1}', b'{"b": \xff}']
     assert raw["line"].to_list() == [1, 3]
 
 
 def test_read_hash_matches_scan_hash(root: Path) -> None:
-    from embedding_assets.lib.landing import read_raw_batch
-
     contracts = load_contracts(root / "contracts")
     scan = scan_landing(root / "landing", contracts).hashes()
     for (source, batch), digest in scan.items():

@@ -149,13 +149,22 @@ def test_bronze_appends_new_deliveries_only() -> None:
     now = datetime(2026, 11, 1, tzinfo=UTC)
     raw = _raw(_ticket("T-1"), _ticket("T-2"))
     empty = pl.DataFrame(schema=BRONZE_SCHEMA)
-    first = new_delivery(raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h1", existing=empty, now=now)
+    first = new_delivery(
+        raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h1", existing=empty, now=now
+    )
     assert first is not None and first["_delivery_seq"].unique().to_list() == [1]
-    assert new_delivery(raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h1", existing=first, now=now) is None
-    second = new_delivery(raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h2", existing=first, now=now)
+    assert (
+        new_delivery(raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h1", existing=first, now=now)
+        is None
+    )
+    second = new_delivery(
+        raw, source="helpdesk", batch="b1", fmt="jsonl", delivery="h2", existing=first, now=now
+    )
     assert second is not None and second["_delivery_seq"].unique().to_list() == [2]
     both = pl.concat([first, second])
     assert latest_delivery(both).height == 2
     assert bronze_version(latest_delivery(both)) == bronze_version(first)  # same records, same version
-    gone = new_delivery(raw.head(0), source="helpdesk", batch="b1", fmt="jsonl", delivery="e", existing=both, now=now)
+    gone = new_delivery(
+        raw.head(0), source="helpdesk", batch="b1", fmt="jsonl", delivery="e", existing=both, now=now
+    )
     assert gone is None

@@ -66,11 +66,9 @@ class PipelineResource(dg.ConfigurableResource):
     def model_id(self) -> str:
         """The model id without loading the model."""
         s = self.settings()
-        return (
-            build_embedder(s.embedder, s.model, "cpu", 1).model_id
-            if s.embedder != "sentence-transformers"
-            else (resolve_model(s.model)[1])
-        )
+        if s.embedder == "sentence-transformers":
+            return resolve_model(s.model)[1]
+        return build_embedder(s.embedder, s.model, "cpu", 1).model_id
 
     def chunker_settings(self, embedder: Embedder | None = None) -> ChunkerSettings:
         s = self.settings()

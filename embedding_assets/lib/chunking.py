@@ -7,7 +7,6 @@ sentence-transformers never silently truncates what we embed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -150,7 +149,3 @@ def chunk_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
                 )
             )
     return pl.DataFrame(rows, schema=CHUNK_SCHEMA, orient="row")
-
-
-def chunk_ids(doc_id: str, n: int) -> Sequence[str]:
-    return [f"{doc_id}#{i}" for i in range(n)]

@@ -9,6 +9,7 @@ import json
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -64,15 +65,17 @@ def batch_files(batch_dir: Path, fmt: str) -> tuple[Path, ...]:
     return tuple(sorted(p for p in batch_dir.rglob("*") if p.is_file() and p.suffix.lower() in suffixes))
 
 
+def _add_file(digest: Any, rel: str, data: bytes) -> None:
+    digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+
+
 def files_hash(files: tuple[Path, ...], root: Path) -> str:
     """sha256 over (relative path, sha256 of bytes) of every file, in path order."""
     if not files:
         return EMPTY_HASH
     digest = hashlib.sha256()
     for path in files:
-        digest.update(
-            path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest()
-        )
+        _add_file(digest, path.relative_to(root).as_posix(), path.read_bytes())
     return digest.hexdigest()
 
 
@@ -107,10 +110,6 @@ class RawBatch:
     files: int
 
 
-def read_raw_records(contract: Contract, batch_dir: Path) -> pl.DataFrame:
-    return read_raw_batch(contract, batch_dir).records
-
-
 def read_raw_batch(contract: Contract, batch_dir: Path) -> RawBatch:
     """Every record of a landing batch as its exact bytes, with file and line for lineage.
 
@@ -124,7 +123,7 @@ def read_raw_batch(contract: Contract, batch_dir: Path) -> RawBatch:
     for path in files:
         rel = path.relative_to(batch_dir).as_posix()
         data = path.read_bytes()  # read once: the hash and the records come from the same bytes
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        _add_file(digest, rel, data)
         if contract.format == "jsonl":
             for number, line in enumerate(data.split(b"\n"), start=1):
                 line = line.rstrip(b"\r")
