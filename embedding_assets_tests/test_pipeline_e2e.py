@@ -162,7 +162,7 @@ def test_one_changed_document_reembeds_only_its_chunks(
 
 
 def test_landing_sensor_registers_requests_and_stays_quiet(
-    root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance
+    root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance, caplog: pytest.LogCaptureFixture
 ) -> None:
     defs = build_defs(Path(pipeline.contracts_dir), pipeline)  # type: ignore[arg-type]
     sensor = defs.resolve_sensor_def("landing_sensor")
@@ -173,6 +173,7 @@ def test_landing_sensor_registers_requests_and_stays_quiet(
             return sensor(ctx)  # type: ignore[return-value]
 
     first = tick()
+    assert "refused batch folder helpdesk/'bad..batch': contains '..'" in caplog.text
     assert first.dynamic_partitions_requests[0].partition_keys == [B1, B2]  # type: ignore[union-attr]
     assert [r.partition_key for r in first.run_requests] == [B1, B2]  # type: ignore[union-attr]
     assert len(first.run_requests[0].asset_selection) == 13  # type: ignore[arg-type,index]
