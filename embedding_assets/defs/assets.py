@@ -283,7 +283,6 @@ def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinitio
         documents = lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA)
         chunks = chunk_documents(documents, chunker)
         version = lake.overwrite_batch("gold/chunks", chunks, batch)
-        config = pipeline.config_versions()
         return dg.MaterializeResult(
             data_version=dg.DataVersion(
                 frame_hash(chunks, ["chunk_id", "chunk_hash", "updated_at"], sort_by=["chunk_id"])
@@ -297,7 +296,7 @@ def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinitio
                 "chunker": chunker.settings.describe(),
                 "delta_version": version,
                 **inputs_metadata(
-                    _inputs(context, [GOLD_DOCUMENTS], {"config/chunker": config["config/chunker"]})
+                    _inputs(context, [GOLD_DOCUMENTS], {"config/chunker": pipeline.chunker_version()})
                 ),
             },
         )

@@ -101,7 +101,7 @@ def plan_sync(
     new = [b for b in batch_names if b not in known]
     partitions = sorted(known | set(batch_names))
     landing = scan.hashes()
-    config = pipeline.config_versions()
+    config = pipeline.config_versions(contracts)
     state = state_for(instance, [dg.AssetKey.from_user_string(n.key) for n in nodes], partitions)
     plans: dict[str, PartitionPlan] = {}
     observations: list[dg.AssetObservation] = []

@@ -85,13 +85,13 @@ class PipelineResource(dg.ConfigurableResource):
         s = self.settings()
         return VectorStore(s.lancedb_uri, embedder.model_id, embedder.dimension, s.ann_min_rows)
 
-    def config_versions(self) -> dict[str, str]:
-        """Settings that act as inputs: changing them makes the assets that read them stale."""
+    def chunker_version(self) -> str:
         s = self.settings()
-        versions = {
-            "config/chunker": f"tokens={s.chunk_tokens},overlap={s.chunk_overlap}",
-            "config/model": self.model_id(),
-        }
-        for source, contract in self.contracts().items():
+        return f"tokens={s.chunk_tokens},overlap={s.chunk_overlap}"
+
+    def config_versions(self, contracts: dict[str, Contract]) -> dict[str, str]:
+        """Settings that act as inputs: changing them makes the assets that read them stale."""
+        versions = {"config/chunker": self.chunker_version(), "config/model": self.model_id()}
+        for source, contract in contracts.items():
             versions[f"contract/{source}"] = contract_version(contract)
         return versions
