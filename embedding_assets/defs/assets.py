@@ -57,10 +57,6 @@ def _inputs(
     return {**current_versions(context.instance, deps, context.partition_key), **extra}
 
 
-def landing_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(["landing", source])
-
-
 def layer_key(layer: str, source: str) -> dg.AssetKey:
     return dg.AssetKey([layer, source])
 
@@ -71,7 +67,7 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
     tags = {"source": source}
 
     @dg.observable_source_asset(
-        key=landing_key(source),
+        key=layer_key("landing", source),
         partitions_def=batches,
         group_name=group,
         description=f"Files dropped into landing/{source}/<batch>/ ({contract.format}).",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from embedding_assets.defs.assets import layer_key
 from embedding_assets.defs.partitions import BATCHES
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.state import key_str, state_for
@@ -116,7 +117,7 @@ def plan_sync(
             if bronze is None or bronze.inputs.get(f"landing/{source}") != current:
                 observations.append(
                     dg.AssetObservation(
-                        asset_key=dg.AssetKey(["landing", source]),
+                        asset_key=layer_key("landing", source),
                         partition=batch,
                         tags={"dagster/data_version": current},
                     )
