@@ -29,10 +29,22 @@ BRONZE_SCHEMA = pl.Schema(
 )
 
 
+BRONZE_KEYS = ["batch", "_delivery", "_delivery_seq", "_file", "_line"]
+
+
 def latest_delivery(bronze: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the newest delivery (highest sequence; two racing writers that picked the same
+    sequence for different deliveries are told apart by ingestion time, then delivery hash)."""
     if bronze.height == 0:
         return bronze
-    return bronze.filter(pl.col("_delivery_seq") == pl.col("_delivery_seq").max()).sort("_file", "_line")
+    seq, delivery = (
+        bronze.select("_delivery_seq", "_ingested_at", "_delivery")
+        .sort("_delivery_seq", "_ingested_at", "_delivery")
+        .row(-1)[0::2]
+    )
+    return bronze.filter((pl.col("_delivery_seq") == seq) & (pl.col("_delivery") == delivery)).sort(
+        "_file", "_line"
+    )
 
 
 def new_delivery(

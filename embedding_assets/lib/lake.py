@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import polars as pl
+import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from embedding_assets.lib.retry import Backoff, retry
 
 T = TypeVar("T")
+COMMIT_BACKOFF = Backoff(attempts=8, base_s=0.05, max_s=2.0)
 
 
-def _retry(fn: Callable[[], T], attempts: int = 6) -> T:
-    """Retry optimistic-concurrency conflicts with exponential backoff and jitter."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except CommitFailedError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+def _retry(fn: Callable[[], T]) -> T:
+    """Optimistic concurrency: a commit that lost a race is retried (re-reading the table)."""
+    return retry(fn, COMMIT_BACKOFF, retry_on=(CommitFailedError,))[0]
 
 
 def _quote(value: str) -> str:
@@ -66,12 +61,29 @@ class Lake:
     def read_batch(self, table: str, batch: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         return self.read(table, schema, pl.col("batch") == batch)
 
+    def _ensure(self, table: str, arrow: pa.Table) -> DeltaTable:
+        """Open the table, creating it empty first if needed. Creating is the one step where two
+        writers could both see 'no table' and then blindly append; an explicit, exclusive create
+        (losers get 'already exists') closes that race."""
+        dt = self.table(table)
+        if dt is not None:
+            return dt
+        try:
+            write_deltalake(self.uri(table), arrow.slice(0, 0), mode="error", partition_by=["batch"])
+        except CommitFailedError:
+            pass
+        except DeltaError as error:
+            if "already exists" not in str(error):
+                raise
+        return DeltaTable(self.uri(table))
+
     def overwrite_batch(self, table: str, frame: pl.DataFrame, batch: str, extra_predicate: str = "") -> int:
         """Replace one batch's rows atomically (an empty frame clears it); returns the Delta version."""
         arrow = frame.to_arrow()
         predicate = f"batch = {_quote(batch)}" + (f" AND {extra_predicate}" if extra_predicate else "")
 
         def write() -> int:
+            self._ensure(table, arrow)
             write_deltalake(
                 self.uri(table),
                 arrow,
@@ -84,13 +96,22 @@ class Lake:
 
         return _retry(write)
 
-    def append(self, table: str, frame: pl.DataFrame) -> int:
+    def insert_new(self, table: str, frame: pl.DataFrame, keys: list[str]) -> int:
+        """Append the rows whose ``keys`` are not in the table yet: an idempotent append.
+
+        Two writers racing to append the same rows conflict at commit; the loser retries against
+        the new snapshot and inserts nothing, so there are never duplicates."""
         arrow = frame.to_arrow()
+        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
 
         def write() -> int:
-            write_deltalake(
-                self.uri(table), arrow, mode="append", partition_by=["batch"], schema_mode="merge"
-            )
+            dt = self.table(table)
+            if dt is None:
+                write_deltalake(self.uri(table), arrow, mode="append", partition_by=["batch"])
+            else:
+                dt.merge(
+                    arrow, predicate=on, source_alias="s", target_alias="t"
+                ).when_not_matched_insert_all().execute()
             return DeltaTable(self.uri(table)).version()
 
         return _retry(write)

@@ -1,0 +1,65 @@
+"""Fault injection for tests: named points in the pipeline where a process can be made to die or fail.
+
+Set ``EA_FAULTS`` to a comma-separated list of ``point=action``:
+
+- ``kill``: SIGKILL this process the first time the point is reached (``kill@3``: the third time);
+- ``raise``: raise :class:`InjectedFault` every time (``raise*2``: only the first two times);
+- ``raise-if:TEXT``: raise when any of the point's texts contains ``TEXT`` (a poison record).
+
+Unset (the default) every point is a no-op costing one dict lookup. Points in use:
+``bronze.before_write``, ``bronze.after_write``, ``silver.between_tables``, ``silver.after_write``,
+``gold.after_write``, ``embed.encode`` (before each encode window), ``embed.after_write``,
+``index.before_merge``, ``index.after_merge``, ``index.build`` (before each index is built),
+``index.after_build``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from collections.abc import Sequence
+
+ENV = "EA_FAULTS"
+_hits: Counter[str] = Counter()
+
+
+class InjectedFault(RuntimeError):
+    """A failure injected through ``EA_FAULTS`` (treated as transient by retries)."""
+
+
+def _actions() -> dict[str, str]:
+    spec = os.environ.get(ENV, "")
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        point, _, action = item.partition("=")
+        out[point.strip()] = action.strip()
+    return out
+
+
+def fault_point(name: str, texts: Sequence[str] = ()) -> None:
+    if ENV not in os.environ:
+        return
+    action = _actions().get(name)
+    if action is None:
+        return
+    _hits[name] += 1
+    hit = _hits[name]
+    if action.startswith("kill"):
+        nth = int(action.partition("@")[2] or 1)
+        if hit == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+    elif action.startswith("raise-if:"):
+        marker = action.partition(":")[2]
+        if any(marker in t for t in texts):
+            raise InjectedFault(f"injected fault at {name}: poison record {marker!r}")
+    elif action.startswith("raise"):
+        limit = action.partition("*")[2]
+        if not limit or hit <= int(limit):
+            raise InjectedFault(f"injected fault at {name} (hit {hit})")
+    else:
+        raise ValueError(f"{ENV}: unknown action {action!r} for {name}")
+
+
+def reset() -> None:
+    _hits.clear()
