@@ -50,3 +50,63 @@ def test_vector_problems_catch_nan_wrong_dimension_and_norm() -> None:
     assert any("NaN" in p for p in problems)
     assert any("norm" in p for p in problems)
     assert vector_problems(frame, 8) == ["4 vectors do not have the model's dimension 8"]
+
+
+class Flaky(HashingEmbedder):
+    """Fails the first ``transient`` calls, and always on texts containing ``poison``."""
+
+    def __init__(self, transient: int = 0, poison: str = "\0", nan: str = "\0") -> None:
+        super().__init__()
+        self.transient, self.poison, self.nan, self.attempted = transient, poison, nan, 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.attempted += 1
+        if self.attempted <= self.transient:
+            raise TimeoutError("device busy")
+        if any(self.poison in t for t in texts):
+            raise ValueError("tokenizer exploded")
+        out = super().encode(texts)
+        out[[self.nan in t for t in texts]] = np.nan
+        return out
+
+
+def test_transient_failures_are_retried_with_backoff() -> None:
+    sleeps: list[float] = []
+    embedder = Flaky(transient=2)
+    result = embed_chunks(
+        _chunks(["a", "b", "c"]),
+        pl.DataFrame(schema=CACHE_SCHEMA),
+        embedder,
+        batch="b",
+        now=NOW,
+        sleep=sleeps.append,
+    )
+    assert result.chunks_embedded == 3 and result.chunks_failed == 0 and result.retries == 2
+    assert len(sleeps) == 2 and sleeps[0] <= 0.2 and sleeps[1] <= 0.4  # full jitter under 0.2 * 2**n
+
+
+def test_poison_and_nan_chunks_are_dead_lettered_and_the_rest_carries_on() -> None:
+    texts = [f"text {i}" for i in range(10)] + ["POISON pill", "NaN maker"]
+    embedder = Flaky(poison="POISON", nan="NaN maker")
+    empty = pl.DataFrame(schema=CACHE_SCHEMA)
+    result = embed_chunks(_chunks(texts), empty, embedder, batch="b", now=NOW, sleep=lambda _: None)
+    assert result.chunks_embedded == 10 and result.chunks_failed == 2
+    assert sorted(result.frame["chunk_id"]) == sorted(f"d#{i}" for i in range(10))
+    dead = {r["chunk_id"]: r for r in result.dead_letter.iter_rows(named=True)}
+    assert dead["d#10"]["attempts"] == 3 and "tokenizer exploded" in dead["d#10"]["error"]
+    assert dead["d#11"]["attempts"] == 1 and "non-finite" in dead["d#11"]["error"]
+    assert vector_problems(result.frame, embedder.dimension) == []
+    # A later run retries the dead letters and counts attempts on from the earlier ones.
+    again = embed_chunks(
+        _chunks(texts),
+        empty,
+        embedder,
+        batch="b",
+        now=NOW,
+        previous_failures=result.dead_letter,
+        sleep=lambda _: None,
+    )
+    assert {r["chunk_id"]: r["attempts"] for r in again.dead_letter.iter_rows(named=True)} == {
+        "d#10": 6,
+        "d#11": 2,
+    }

@@ -156,6 +156,11 @@ class HashingEmbedder:
     device: str = "cpu"
     calls: int = 0
 
+    @property
+    def _salt(self) -> bytes:
+        """Different model ids give different vectors, as two real models would."""
+        return hashlib.blake2b(self.model_id.encode(), digest_size=16).digest()
+
     def tokenizer(self) -> Any:
         return bundled_tokenizer()
 
@@ -164,7 +169,8 @@ class HashingEmbedder:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in re.findall(r"[a-z0-9]+", text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+                digest = hashlib.blake2b(word.encode(), digest_size=8, salt=self._salt).digest()
+                h = int.from_bytes(digest, "little")
                 out[row, h % self.dimension] += 1.0 if (h >> 32) & 1 else -1.0
             norm = float(np.linalg.norm(out[row]))
             if norm == 0:
@@ -178,5 +184,5 @@ def build_embedder(kind: str, model: str, device: str, batch_size: int) -> Embed
     if kind == "sentence-transformers":
         return SentenceTransformerEmbedder(model, device, batch_size)
     if kind == "hashing":
-        return HashingEmbedder()
+        return HashingEmbedder() if model == DEFAULT_MODEL else HashingEmbedder(model_id=f"hashing-{model}")
     raise ValueError(f"unknown embedder {kind!r}: use 'sentence-transformers' (or 'hashing' in tests)")

@@ -1,15 +1,25 @@
-"""Embed a batch's chunks, reusing vectors already computed for the same (chunk_hash, model_id)."""
+"""Embed a batch's chunks, reusing vectors already computed for the same (chunk_hash, model_id).
+
+Encoding runs in windows. A window that fails is retried with exponential backoff and jitter;
+one that still fails is split in halves until the failing chunks are isolated. A chunk that fails
+on its own after every attempt (or yields a non-finite vector) goes to the dead-letter table with
+its error and attempt count, and the rest of the batch carries on.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import polars as pl
 
 from embedding_assets.lib.embedder import Embedder
+from embedding_assets.lib.faults import fault_point
 from embedding_assets.lib.hashing import frame_hash
+from embedding_assets.lib.retry import DEFAULT_BACKOFF, Backoff, retry
 
 EMBEDDING_SCHEMA = pl.Schema(
     {
@@ -30,18 +40,103 @@ CACHE_SCHEMA = pl.Schema(
 )
 
 
+DEAD_LETTER_SCHEMA = pl.Schema(
+    {
+        "batch": pl.String(),
+        "stage": pl.String(),
+        "chunk_id": pl.String(),
+        "chunk_hash": pl.String(),
+        "model_id": pl.String(),
+        "error": pl.String(),
+        "attempts": pl.Int32(),
+        "failed_at": pl.Datetime("us", "UTC"),
+    }
+)
+ENCODE_WINDOW = 1024
+
+
+@dataclass(frozen=True)
+class EncodeFailure:
+    error: str
+    attempts: int
+
+
+@dataclass
+class EncodeOutcome:
+    vectors: np.ndarray  # one row per text; rows of failed texts are NaN
+    failures: dict[int, EncodeFailure] = field(default_factory=dict)
+    retries: int = 0
+
+
+def encode_resilient(
+    embedder: Embedder,
+    texts: list[str],
+    *,
+    window: int = ENCODE_WINDOW,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    sleep: Callable[[float], None] = time.sleep,
+) -> EncodeOutcome:
+    """Encode ``texts`` window by window; isolate and record what fails permanently."""
+    out = EncodeOutcome(np.full((len(texts), embedder.dimension), np.nan, dtype=np.float32))
+
+    def attempt(lo: int, hi: int, policy: Backoff) -> None:
+        part = texts[lo:hi]
+
+        def call() -> np.ndarray:
+            fault_point("embed.encode", part)
+            return embedder.encode(part)
+
+        try:
+            vectors, attempts = retry(call, policy, sleep=sleep)
+            out.retries += attempts - 1
+            out.vectors[lo:hi] = vectors
+        except Exception as error:
+            out.retries += policy.attempts - 1
+            if hi - lo == 1:
+                out.failures[lo] = EncodeFailure(f"{type(error).__name__}: {error}", policy.attempts)
+                return
+            # Split: a transient failure already had its retries; halves get one try each until
+            # a single text is left, which gets the full retries again.
+            mid = (lo + hi) // 2
+            for a, b in ((lo, mid), (mid, hi)):
+                attempt(a, b, backoff if b - a == 1 else Backoff(attempts=1))
+
+    for start in range(0, len(texts), window):
+        attempt(start, min(start + window, len(texts)), backoff)
+    bad = ~np.isfinite(out.vectors).all(axis=1)
+    for row in np.flatnonzero(bad):
+        out.failures.setdefault(int(row), EncodeFailure("non-finite vector (NaN or infinity)", 1))
+    return out
+
+
 @dataclass(frozen=True)
 class EmbedResult:
     frame: pl.DataFrame
     chunks_total: int
     chunks_embedded: int
     chunks_reused: int
+    dead_letter: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DEAD_LETTER_SCHEMA))
+    retries: int = 0
+    encode_seconds: float = 0.0
+
+    @property
+    def chunks_failed(self) -> int:
+        return self.dead_letter.height
 
 
 def embed_chunks(
-    chunks: pl.DataFrame, cache: pl.DataFrame, embedder: Embedder, *, batch: str, now: datetime
+    chunks: pl.DataFrame,
+    cache: pl.DataFrame,
+    embedder: Embedder,
+    *,
+    batch: str,
+    now: datetime,
+    previous_failures: pl.DataFrame | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> EmbedResult:
-    """Vectors for every chunk of the batch. ``cache`` holds known vectors of this model."""
+    """Vectors for every chunk of the batch. ``cache`` holds known vectors of this model;
+    ``previous_failures`` (dead-letter rows of earlier runs) carry their attempt counts forward."""
     known = cache.unique(subset=["chunk_hash"], keep="first")
     hits = chunks.select("chunk_id", "chunk_hash").join(known, on="chunk_hash", how="inner")
     misses = chunks.join(known.select("chunk_hash"), on="chunk_hash", how="anti")
@@ -52,16 +147,49 @@ def embed_chunks(
         .with_columns(pl.col("text").str.len_chars().alias("_len"))
         .sort("_len", "chunk_hash", descending=[True, False])
     )
-    vectors = embedder.encode(todo["text"].to_list())
+    started = time.perf_counter()
+    outcome = encode_resilient(embedder, todo["text"].to_list(), backoff=backoff, sleep=sleep)
+    encode_seconds = time.perf_counter() - started
+    failed_rows = sorted(outcome.failures)
+    ok = np.ones(todo.height, dtype=bool)
+    ok[failed_rows] = False
     fresh = pl.DataFrame(
         {
-            "chunk_hash": todo["chunk_hash"],
-            "vector": pl.Series("vector", list(vectors), dtype=pl.List(pl.Float32)),
-            "embedded_at": pl.Series([now] * todo.height, dtype=pl.Datetime("us", "UTC")),
+            "chunk_hash": todo["chunk_hash"].filter(pl.Series(ok)),
+            "vector": pl.Series("vector", list(outcome.vectors[ok]), dtype=pl.List(pl.Float32)),
+            "embedded_at": pl.Series([now] * int(ok.sum()), dtype=pl.Datetime("us", "UTC")),
         },
         schema=CACHE_SCHEMA,
     )
-    new_rows = misses.select("chunk_id", "chunk_hash").join(fresh, on="chunk_hash", how="left")
+    failed = pl.DataFrame(
+        {
+            "chunk_hash": todo["chunk_hash"].gather(failed_rows),
+            "error": [outcome.failures[r].error for r in failed_rows],
+            "attempts": pl.Series([outcome.failures[r].attempts for r in failed_rows], dtype=pl.Int32),
+        },
+        schema={"chunk_hash": pl.String, "error": pl.String, "attempts": pl.Int32},
+    )
+    before = (
+        previous_failures.group_by("chunk_hash").agg(pl.col("attempts").max().alias("_before"))
+        if previous_failures is not None and previous_failures.height
+        else pl.DataFrame(schema={"chunk_hash": pl.String, "_before": pl.Int32})
+    )
+    dead_letter = (
+        misses.select("chunk_id", "chunk_hash")
+        .join(failed, on="chunk_hash", how="inner")
+        .join(before, on="chunk_hash", how="left")
+        .with_columns(
+            (pl.col("attempts") + pl.col("_before").fill_null(0)).alias("attempts"),
+            pl.lit(batch).alias("batch"),
+            pl.lit("embed").alias("stage"),
+            pl.lit(embedder.model_id).alias("model_id"),
+            pl.lit(now).alias("failed_at"),
+        )
+        .select(list(DEAD_LETTER_SCHEMA))
+        .cast(DEAD_LETTER_SCHEMA)
+        .sort("chunk_id")
+    )
+    new_rows = misses.select("chunk_id", "chunk_hash").join(fresh, on="chunk_hash", how="inner")
     frame = (
         pl.concat([hits.select(new_rows.columns), new_rows], how="vertical")
         .with_columns(pl.lit(batch).alias("batch"), pl.lit(embedder.model_id).alias("model_id"))
@@ -69,7 +197,16 @@ def embed_chunks(
         .cast(EMBEDDING_SCHEMA)
         .sort("chunk_id")
     )
-    return EmbedResult(frame, chunks.height, todo.height, chunks.height - todo.height)
+    embedded = todo.height - len(failed_rows)
+    return EmbedResult(
+        frame,
+        chunks_total=chunks.height,
+        chunks_embedded=embedded,
+        chunks_reused=chunks.height - todo.height,
+        dead_letter=dead_letter,
+        retries=outcome.retries,
+        encode_seconds=encode_seconds,
+    )
 
 
 def vector_problems(frame: pl.DataFrame, dimension: int, tolerance: float = 1e-2) -> list[str]:
