@@ -6,7 +6,7 @@ import polars as pl
 
 from embedding_assets.lib.embedder import HashingEmbedder
 from embedding_assets.lib.hashing import sha256_text
-from embedding_assets.lib.vector_store import VectorStore
+from embedding_assets.lib.vector_store import ExpectedIndex, VectorStore
 
 T1 = datetime(2026, 11, 1, tzinfo=UTC)
 T2 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -121,6 +121,50 @@ def test_reconcile_reports_missing_extra_and_stale(tmp_path: Path) -> None:
     store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
     store.apply_batch(*_batch("b1", {"a:1": (T1, ["one", "two"])}))
     expected = pl.DataFrame({"chunk_id": ["a:1#0", "a:9#0"], "chunk_hash": [sha256_text("changed"), "x"]})
-    recon = store.reconcile(expected)
+    recon = store.reconcile(ExpectedIndex(expected))
     assert (recon.missing, recon.extra, recon.stale) == (["a:9#0"], ["a:1#1"], ["a:1#0"])
     assert not recon.ok
+
+
+def test_a_batch_is_applied_in_one_commit(tmp_path: Path) -> None:
+    """Upserts, surplus chunks and deleted documents land in a single LanceDB version, so a reader
+    (or a process killed half-way) never sees a half-applied batch."""
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    store.apply_batch(*_batch("b1", {"a:1": (T1, ["one", "two", "three"]), "a:2": (T1, ["x"])}))
+    before = store.version()
+    result = store.apply_batch(*_batch("b2", {"a:1": (T2, ["uno"]), "a:2": (T2, None)}))
+    assert store.version() == before + 1 == result.table_version
+    assert result.chunks_deleted == 3 and result.chunks_upserted == 1
+    assert _rows(store) == [("a:1#0", sha256_text("uno"), "b2")]
+    past = store.table()
+    past.checkout(before)
+    assert past.count_rows() == 4  # the old version is still readable (time travel)
+
+
+def test_repair_restores_missing_stale_and_extra_rows_without_embedding(tmp_path: Path) -> None:
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    chunks, docs = _batch("b1", {"a:1": (T1, ["one", "two"]), "a:2": (T1, ["three"])})
+    store.apply_batch(chunks, docs)
+    expected = ExpectedIndex(chunks.select("chunk_id", "chunk_hash"))
+    table = store.table()
+    table.delete("chunk_id = 'a:1#1'")
+    table.update(where="chunk_id = 'a:2#0'", values={"chunk_hash": "tampered"})
+    rogue, _ = _batch("b0", {"z:9": (T1, ["rogue"])})
+    table.add(store.to_arrow_rows(rogue))
+    drift = store.reconcile(expected)
+    assert (drift.missing, drift.stale, drift.extra) == (["a:1#1"], ["a:2#0"], ["z:9#0"])
+    repaired = store.repair(expected, chunks)
+    assert (repaired.upserted, repaired.deleted) == (2, 1)
+    assert store.reconcile(expected).ok
+    assert _rows(store) == sorted(chunks.select("chunk_id", "chunk_hash", "batch").iter_rows())
+
+
+def test_a_deletion_applied_first_still_beats_an_older_batch(tmp_path: Path) -> None:
+    """The deletion of a document the index never had leaves no row behind; gold's view of each
+    document's newest version is what stops the late, older batch from resurrecting it."""
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    _, deletion = _batch("b2", {"a:1": (T2, None)})
+    store.apply_batch(*_batch("b2", {"a:1": (T2, None)}), latest=deletion)
+    chunks, docs = _batch("b1", {"a:1": (T1, ["resurrected?"])})
+    result = store.apply_batch(chunks, docs, latest=deletion.select("doc_id", "batch"))
+    assert result.docs_skipped_older == 1 and store.read(["chunk_id"]).height == 0

@@ -14,6 +14,8 @@ import polars as pl
 import pyarrow as pa
 
 from embedding_assets.lib.embedder import model_slug
+from embedding_assets.lib.faults import fault_point
+from embedding_assets.lib.retry import Backoff, retry
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SearchMode = Literal["vector", "fts", "hybrid"]
@@ -40,6 +42,32 @@ def _chunked(values: list[str], size: int = 500) -> list[list[str]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
+def _is_conflict(error: Exception) -> bool:
+    text = str(error).lower()
+    return "conflict" in text or "retryable" in text or "concurrent" in text
+
+
+COMMIT_BACKOFF = Backoff(attempts=8, base_s=0.05, max_s=2.0)
+
+
+def _commit(fn: Any) -> Any:
+    """Run one LanceDB write, retrying commit conflicts with another writer (backoff + jitter)."""
+
+    def once() -> Any:
+        try:
+            return fn()
+        except Exception as error:
+            if _is_conflict(error):
+                raise _Conflict(str(error)) from error
+            raise
+
+    return retry(once, COMMIT_BACKOFF, retry_on=(_Conflict,))[0]
+
+
+class _Conflict(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     docs_written: int
@@ -51,16 +79,52 @@ class ApplyResult:
 
 
 @dataclass(frozen=True)
+class ExpectedIndex:
+    """The chunks the index should hold (``chunk_id``, ``chunk_hash`` at least), and how many live
+    chunks are knowingly absent because they are in the dead-letter table."""
+
+    live: pl.DataFrame
+    dead_lettered: int = 0
+
+
+@dataclass(frozen=True)
 class Reconciliation:
     expected: int
     actual: int
     missing: list[str]
     extra: list[str]
     stale: list[str]
+    dead_lettered: int = 0
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.extra or self.stale)
+
+    def metadata(self) -> dict[str, int | str]:
+        return {
+            "expected": self.expected,
+            "actual": self.actual,
+            "missing": len(self.missing),
+            "extra": len(self.extra),
+            "stale": len(self.stale),
+            "dead_lettered": self.dead_lettered,
+            "examples": ", ".join((self.missing + self.extra + self.stale)[:10]) or "none",
+        }
+
+    def render(self) -> str:
+        return (
+            f"{'ok' if self.ok else 'DRIFT'} (expected {self.expected}, actual {self.actual}, "
+            f"missing {len(self.missing)}, extra {len(self.extra)}, stale {len(self.stale)}, "
+            f"dead-lettered {self.dead_lettered})"
+        )
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    before: Reconciliation
+    upserted: int
+    deleted: int
+    table_version: int
 
 
 class VectorStore:
@@ -90,6 +154,9 @@ class VectorStore:
                 pa.field("vector", pa.list_(pa.float32(), self.dimension)),
             ]
         )
+
+    def version(self) -> int:
+        return int(self.table().version) if self.exists() else 0
 
     def exists(self) -> bool:
         return self.table_name in self._db.list_tables().tables
@@ -131,13 +198,24 @@ class VectorStore:
                     found[doc_id] = key
         return found
 
-    def apply_batch(self, chunks: pl.DataFrame, documents: pl.DataFrame) -> ApplyResult:
+    def apply_batch(
+        self, chunks: pl.DataFrame, documents: pl.DataFrame, latest: pl.DataFrame | None = None
+    ) -> ApplyResult:
         """Upsert one batch: for each document whose version is newer than (or equal to) the indexed
         one, replace its chunks; delete chunks of deleted documents and chunks beyond the new count.
         Older versions (out-of-order backfills) are skipped and never overwrite newer content.
+
+        ``latest`` (``doc_id``, ``batch``: where each document's newest version lives, deletions
+        included) lets a late older batch lose to a deletion the index has no row left to remember.
         """
         table = self.table()
         docs = documents.with_columns(pl.col("updated_at").fill_null(EPOCH))
+        if latest is not None:
+            newest_here = docs.join(latest.select("doc_id", "batch"), on=["doc_id", "batch"], how="semi")
+            superseded = docs.height - newest_here.height
+            docs = newest_here
+        else:
+            superseded = 0
         existing = self.current_versions(docs["doc_id"].to_list())
         winners = (
             docs.filter(
@@ -151,38 +229,37 @@ class VectorStore:
             if docs.height
             else docs
         )
-        counts = chunks.group_by("doc_id").agg(pl.len().cast(pl.Int32).alias("n"))
-        live = (
-            winners.filter(~pl.col("deleted"))
-            .join(counts, on="doc_id", how="left")
-            .with_columns(pl.col("n").fill_null(0))
-        )
+        live = winners.filter(~pl.col("deleted"))
         gone = winners.filter(pl.col("deleted"))["doc_id"].to_list()
-        deleted_before = table.count_rows()
-        for part in _chunked(gone):
-            table.delete(_in_list("doc_id", part))
-        for (n,), group in live.group_by("n"):
-            for part in _chunked(group["doc_id"].to_list()):
-                table.delete(f"{_in_list('doc_id', part)} AND chunk_index >= {int(n)}")  # type: ignore[arg-type]
-        chunks_deleted = deleted_before - table.count_rows()
         upserts = chunks.join(live.select("doc_id"), on="doc_id", how="semi")
-        if upserts.height:
-            (
-                table.merge_insert("chunk_id")
-                .when_matched_update_all(
-                    where="target.updated_at < source.updated_at OR "
-                    "(target.updated_at = source.updated_at AND target.batch <= source.batch)"
+        touched = winners["doc_id"].to_list()
+        fault_point("index.before_merge")
+        # One commit: upsert the winners' chunks and delete every other chunk of a winning document
+        # (all chunks of a deleted one, surplus chunks of a shorter one). A reader, or a process
+        # killed mid-way, sees the batch applied entirely or not at all.
+        chunks_deleted, version = 0, int(table.version)
+        if touched:
+            result = _commit(
+                lambda: (
+                    table.merge_insert("chunk_id")
+                    .when_matched_update_all(
+                        where="target.updated_at < source.updated_at OR "
+                        "(target.updated_at = source.updated_at AND target.batch <= source.batch)"
+                    )
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(_in_list("doc_id", touched))
+                    .execute(self.to_arrow_rows(upserts))
                 )
-                .when_not_matched_insert_all()
-                .execute(self.to_arrow_rows(upserts))
             )
+            chunks_deleted, version = int(result.num_deleted_rows), int(result.version)
+        fault_point("index.after_merge")
         return ApplyResult(
             docs_written=live.height,
-            docs_skipped_older=docs.height - winners.height,
+            docs_skipped_older=superseded + docs.height - winners.height,
             docs_deleted=len(gone),
             chunks_upserted=upserts.height,
             chunks_deleted=chunks_deleted,
-            table_version=int(table.version),
+            table_version=version,
         )
 
     def ensure_indexes(self) -> list[str]:
@@ -197,17 +274,25 @@ class VectorStore:
         indexed = {col for idx in table.list_indices() for col in idx.columns}
         rows = table.count_rows()
         if indexed:
-            table.optimize()  # fold new rows into the existing indexes, compact small fragments
+            fault_point("index.build")
+            _commit(table.optimize)  # fold new rows into the existing indexes, compact small fragments
         if rows and "text" not in indexed:
-            table.create_index("text", config=FTS(), replace=True)
+            fault_point("index.build")
+            _commit(lambda: table.create_index("text", config=FTS(), replace=True))
             built.append("fts")
         if rows >= self.ann_min_rows and "vector" not in indexed:
+            fault_point("index.build")
             partitions = max(1, int(math.sqrt(rows) / 4))
-            table.create_index("vector", config=IvfHnswSq(distance_type="cosine", num_partitions=partitions))
+            _commit(
+                lambda: table.create_index(
+                    "vector", config=IvfHnswSq(distance_type="cosine", num_partitions=partitions)
+                )
+            )
             built.append("ann")
-        for name in ("source", "doc_id", "batch"):
+        for name in ("chunk_id", "source", "doc_id", "batch"):
             if rows and name not in indexed:
-                table.create_scalar_index(name, replace=True)
+                _commit(lambda name=name: table.create_scalar_index(name, replace=True))
+        fault_point("index.after_build")
         return built
 
     def has_ann_index(self) -> bool:
@@ -218,14 +303,14 @@ class VectorStore:
     def batch_fingerprint(self, batch: str) -> pl.DataFrame:
         return self.read(["chunk_id", "chunk_hash"], f"batch = '{batch}'").sort("chunk_id")
 
-    def reconcile(self, expected: pl.DataFrame) -> Reconciliation:
+    def reconcile(self, expected: ExpectedIndex) -> Reconciliation:
         """Compare the index with the chunks that should be live: ids and chunk hashes."""
         actual = (
             self.read(["chunk_id", "chunk_hash"])
             if self.exists()
             else pl.DataFrame(schema={"chunk_id": pl.String, "chunk_hash": pl.String})
         )
-        exp = expected.select("chunk_id", "chunk_hash")
+        exp = expected.live.select("chunk_id", "chunk_hash")
         joined = exp.join(actual, on="chunk_id", how="full", suffix="_actual", coalesce=True)
         missing = joined.filter(pl.col("chunk_hash_actual").is_null())["chunk_id"].to_list()
         extra = joined.filter(pl.col("chunk_hash").is_null())["chunk_id"].to_list()
@@ -234,7 +319,30 @@ class VectorStore:
             & pl.col("chunk_hash_actual").is_not_null()
             & (pl.col("chunk_hash") != pl.col("chunk_hash_actual"))
         )["chunk_id"].to_list()
-        return Reconciliation(exp.height, actual.height, sorted(missing), sorted(extra), sorted(stale))
+        return Reconciliation(
+            exp.height, actual.height, sorted(missing), sorted(extra), sorted(stale), expected.dead_lettered
+        )
+
+    def repair(self, expected: ExpectedIndex, rows: pl.DataFrame) -> RepairResult:
+        """Make the index equal ``expected``: write the missing and stale chunks from ``rows``
+        (expected chunks with their vectors, from the embeddings table: nothing is re-embedded)
+        and delete the extra ones, in one commit."""
+        before = self.reconcile(expected)
+        if before.ok:
+            return RepairResult(before, 0, 0, self.version())
+        table = self.table()
+        wanted = rows.filter(pl.col("chunk_id").is_in(before.missing + before.stale))
+        extra = before.extra
+
+        def write() -> Any:
+            merge = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
+            if extra:
+                merge = merge.when_not_matched_by_source_delete(_in_list("chunk_id", extra))
+            return merge.execute(self.to_arrow_rows(wanted))
+
+        result = _commit(write)
+        self.ensure_indexes()
+        return RepairResult(before, wanted.height, int(result.num_deleted_rows), self.version())
 
     def search(
         self,
@@ -243,10 +351,15 @@ class VectorStore:
         k: int = 10,
         mode: SearchMode = "hybrid",
         source: str | None = None,
+        version: int | None = None,
     ) -> list[dict[str, Any]]:
+        """Top ``k`` chunks; ``version`` searches the table as it was at that LanceDB version
+        (the ``lancedb_version`` a past ``vector_index`` materialisation recorded)."""
         if not self.exists():
             return []
         table = self.table()
+        if version is not None:
+            table.checkout(version)
         where = f"source = '{source.replace(chr(39), chr(39) * 2)}'" if source else None
         columns = ["chunk_id", "doc_id", "source", "title", "text", "batch", "metadata"]
         started = time.perf_counter()
