@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -6,7 +7,7 @@ import polars as pl
 from embedding_assets.lib.contracts import load_contracts
 from embedding_assets.lib.landing import RAW_SCHEMA
 from embedding_assets.lib.schemas import silver_failures
-from embedding_assets.lib.transforms import bronze_to_silver, latest_documents, union_documents
+from embedding_assets.lib.transforms import SILVER_SCHEMA, bronze_to_silver, latest_documents, union_documents
 from embedding_assets_tests.conftest import SAMPLE
 
 HELPDESK = load_contracts(SAMPLE / "contracts")["helpdesk"]
@@ -168,3 +169,44 @@ def test_bronze_appends_new_deliveries_only() -> None:
         raw.head(0), source="helpdesk", batch="b1", fmt="jsonl", delivery="e", existing=both, now=now
     )
     assert gone is None
+
+
+def test_snapshot_tombstones_delete_what_a_full_snapshot_lacks() -> None:
+    from embedding_assets.lib.transforms import snapshot_tombstones
+
+    def docs(batch: str, rows: dict[str, tuple[int, bool]]) -> pl.DataFrame:
+        return pl.DataFrame(
+            [
+                {
+                    "doc_id": d,
+                    "source": "s",
+                    "source_id": d,
+                    "batch": batch,
+                    "title": None,
+                    "text": "t",
+                    "updated_at": datetime(2026, 11, day, tzinfo=UTC),
+                    "deleted": gone,
+                    "metadata": "{}",
+                    "content_hash": "h",
+                    "_file": "f",
+                    "_line": 1,
+                }
+                for d, (day, gone) in rows.items()
+            ],
+            schema=SILVER_SCHEMA,
+        )
+
+    earlier = pl.concat(
+        [
+            docs("b1", {"s:1": (1, False), "s:2": (1, False), "s:3": (1, False)}),
+            docs("b2", {"s:3": (2, True)}),
+        ]
+    )
+    current = docs("b3", {"s:1": (3, False)})
+    stones = snapshot_tombstones(current, earlier, "b3")
+    assert stones["doc_id"].to_list() == ["s:2"]  # s:3 is already deleted; s:1 is in the snapshot
+    assert stones["deleted"].to_list() == [True] and stones["batch"].to_list() == ["b3"]
+    assert stones["updated_at"].to_list() == [datetime(2026, 11, 1, tzinfo=UTC)]  # wins by batch only
+    assert snapshot_tombstones(docs("b3", {}), earlier, "b3").height == 0  # no delivery: no deletions
+    later = docs("b9", {"s:2": (1, False)})
+    assert snapshot_tombstones(current, pl.concat([earlier, later]), "b3")["doc_id"].to_list() == ["s:2"]

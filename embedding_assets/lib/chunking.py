@@ -12,7 +12,7 @@ from typing import Protocol
 
 import polars as pl
 
-from embedding_assets.lib.hashing import sha256_text
+from embedding_assets.lib.hashing import frame_hash, sha256_text
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}|\n(?=\s*[-*#\d])")
 
@@ -149,3 +149,8 @@ def chunk_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
                 )
             )
     return pl.DataFrame(rows, schema=CHUNK_SCHEMA, orient="row")
+
+
+def chunks_version(chunks: pl.DataFrame) -> str:
+    """Data version of gold/chunks: which chunks, with which text, of which document version."""
+    return frame_hash(chunks, ["chunk_id", "chunk_hash", "updated_at"], sort_by=["chunk_id"])

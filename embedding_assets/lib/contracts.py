@@ -57,6 +57,8 @@ class Contract:
     metadata: tuple[str, ...] = ()
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     max_quarantine_rate: float = 0.05
+    snapshot: bool = False  # each batch is the full set: a document missing from it is deleted
+    max_snapshot_delete_rate: float = 0.5  # a snapshot deleting more than this share is held back
 
     def field_spec(self, name: str) -> FieldSpec:
         return self.fields.get(name, FieldSpec(name=name))
@@ -102,6 +104,7 @@ def parse_contract(raw: Any, path: Path) -> Contract:
         "metadata",
         "fields",
         "quality",
+        "snapshot",
     }
     for key in raw:
         if key not in known:
@@ -156,6 +159,14 @@ def parse_contract(raw: Any, path: Path) -> Contract:
     rate = quality.get("max_quarantine_rate", 0.05)
     if not isinstance(rate, int | float) or not 0 <= rate <= 1:
         raise _fail(path, "quality.max_quarantine_rate", "must be a number between 0 and 1")
+    snapshot = raw.get("snapshot", False)
+    if isinstance(snapshot, bool):
+        snapshot = {"enabled": snapshot}
+    if not isinstance(snapshot, dict) or not isinstance(snapshot.get("enabled", True), bool):
+        raise _fail(path, "snapshot", "expected true, false or {enabled: true, max_delete_rate: 0.5}")
+    delete_rate = snapshot.get("max_delete_rate", 0.5)
+    if not isinstance(delete_rate, int | float) or not 0 <= delete_rate <= 1:
+        raise _fail(path, "snapshot.max_delete_rate", "must be a number between 0 and 1")
     version = raw.get("version", 1)
     if not isinstance(version, int) or version < 1:
         raise _fail(path, "version", "must be a positive integer")
@@ -174,6 +185,8 @@ def parse_contract(raw: Any, path: Path) -> Contract:
         metadata=_as_str_list(path, "metadata", raw["metadata"]) if raw.get("metadata") else (),
         fields=fields,
         max_quarantine_rate=float(rate),
+        snapshot=bool(snapshot.get("enabled", True)),
+        max_snapshot_delete_rate=float(delete_rate),
     )
     if contract.updated_at and contract.field_spec(contract.updated_at).type not in ("datetime", "str"):
         raise _fail(path, f"fields.{contract.updated_at}.type", "updated_at must be a datetime field")

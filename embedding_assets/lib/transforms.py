@@ -13,7 +13,7 @@ import polars as pl
 import yaml
 
 from embedding_assets.lib.contracts import Contract, FieldSpec
-from embedding_assets.lib.hashing import sha256_text
+from embedding_assets.lib.hashing import frame_hash, sha256_text
 
 SILVER_SCHEMA = pl.Schema(
     {
@@ -361,12 +361,52 @@ def deduplicate(silver: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
 # --------------------------------------------------------------------------- gold
 
 
+DOC_VERSION_COLUMNS = ["doc_id", "content_hash", "updated_at", "deleted"]
+
+
+def documents_version(documents: pl.DataFrame) -> str:
+    """Data version of silver or gold documents: which documents, in which version."""
+    return frame_hash(documents, DOC_VERSION_COLUMNS, sort_by=["doc_id"])
+
+
+def quarantine_version(quarantine: pl.DataFrame) -> str:
+    return frame_hash(quarantine, ["_file", "_line", "reason"], sort_by=["_file", "_line"])
+
+
 def union_documents(silver_frames: list[pl.DataFrame]) -> pl.DataFrame:
     """gold/documents for one batch: every source's silver rows, ids already namespaced by source."""
     frames = [f.select(GOLD_DOCUMENT_COLUMNS) for f in silver_frames if f.height]
     if not frames:
         return pl.DataFrame(schema={c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS})
     return pl.concat(frames, how="vertical").sort("doc_id")
+
+
+def snapshot_tombstones(current: pl.DataFrame, earlier: pl.DataFrame, batch: str) -> pl.DataFrame:
+    """Deletions implied by a full-snapshot batch: every document whose newest version in earlier
+    batches is live but that this batch's snapshot lacks. A batch that delivered nothing for the
+    source (``current`` empty) implies nothing. Each tombstone keeps the document's last
+    ``updated_at``, so it wins over that version by batch order and loses to any later edit."""
+    columns = {c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS}
+    if current.height == 0 or earlier.height == 0:
+        return pl.DataFrame(schema=columns)
+    gone = (
+        latest_documents(earlier.filter(pl.col("batch") < batch))
+        .filter(~pl.col("deleted"))
+        .join(current.select("doc_id"), on="doc_id", how="anti")
+    )
+    return (
+        gone.with_columns(
+            pl.lit(batch).alias("batch"),
+            pl.lit("").alias("text"),
+            pl.lit(True).alias("deleted"),
+            pl.lit("{}").alias("metadata"),
+            pl.lit(None, dtype=pl.String).alias("title"),
+            pl.lit(sha256_text("snapshot-tombstone")).alias("content_hash"),
+        )
+        .select(list(columns))
+        .cast(columns)  # type: ignore[arg-type]
+        .sort("doc_id")
+    )
 
 
 def latest_documents(documents: pl.DataFrame) -> pl.DataFrame:
@@ -381,4 +421,6 @@ def latest_documents(documents: pl.DataFrame) -> pl.DataFrame:
 def expected_live_chunks(documents: pl.DataFrame, chunks: pl.DataFrame) -> pl.DataFrame:
     """The chunks the index should hold: those of each document's newest, non-deleted version."""
     winners = latest_documents(documents).filter(~pl.col("deleted")).select("doc_id", "batch")
-    return chunks.join(winners, on=["doc_id", "batch"], how="semi").select("chunk_id", "chunk_hash", "doc_id")
+    return chunks.join(winners, on=["doc_id", "batch"], how="semi").select(
+        "chunk_id", "chunk_hash", "doc_id", "batch"
+    )
