@@ -8,6 +8,7 @@ again, and an upstream re-run that produced identical content triggers nothing d
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -24,6 +25,11 @@ class Status(StrEnum):
 class Node:
     key: str
     deps: tuple[str, ...]
+    step: str = ""  # assets computed by one step (a multi-asset) share it; they always run together
+
+    @property
+    def group(self) -> str:
+        return self.step or self.key
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,26 @@ def plan_partition(
     state: Mapping[str, Materialized],
 ) -> PartitionPlan:
     """Plan one partition. ``nodes`` are in topological order; ``sources`` are the current
-    versions of things that are observed rather than materialised (landing hashes, settings)."""
+    versions of things that are observed rather than materialised (landing hashes, settings).
+
+    Assets of one step run together: a run killed between a multi-asset's two materialisation
+    events leaves one output recorded and the other not, and the step cannot run half of itself."""
+    forced: set[str] = set()
+    while True:
+        status = _plan_once(nodes, sources, state, forced)
+        running = {n.group for n in nodes if status[n.key] is Status.RUN}
+        more = {n.key for n in nodes if n.group in running and status[n.key] is Status.FRESH} - forced
+        if not more:
+            return PartitionPlan(partition, status)
+        forced |= more
+
+
+def _plan_once(
+    nodes: Sequence[Node],
+    sources: Mapping[str, str],
+    state: Mapping[str, Materialized],
+    forced: set[str],
+) -> dict[str, Status]:
     status: dict[str, Status] = {}
     for node in nodes:
         upstream = [status.get(d, Status.FRESH) for d in node.deps]
@@ -71,10 +96,59 @@ def plan_partition(
             status[node.key] = Status.WAIT
             continue
         current = {d: sources[d] if d in sources else state[d].data_version for d in node.deps}
-        if any(mat.inputs.get(d) != v for d, v in current.items()):
+        if node.key in forced or any(mat.inputs.get(d) != v for d, v in current.items()):
             status[node.key] = Status.RUN
         elif mat.blocked:
             status[node.key] = Status.BLOCKED
         else:
             status[node.key] = Status.FRESH
-    return PartitionPlan(partition, status)
+    return status
+
+
+def forecast_runs(
+    nodes: Sequence[Node],
+    sources: Mapping[str, str],
+    state: Mapping[str, Materialized],
+    predicted: Mapping[str, str],
+) -> list[str]:
+    """Every asset of the partition that would run, over all the waves a sync would take.
+
+    Like :func:`plan_partition`, but it does not wait for upstream runs to know their new data
+    versions: ``predicted`` has them (an asset missing from it is assumed to change)."""
+    version: dict[str, str] = {}
+    runs: list[str] = []
+    blocked: set[str] = set()
+    for node in nodes:
+        if any(d in blocked for d in node.deps):
+            blocked.add(node.key)
+            continue
+        mat = state.get(node.key)
+        current = {
+            d: sources[d] if d in sources else version.get(d, state[d].data_version if d in state else "")
+            for d in node.deps
+        }
+        if mat is None or any(mat.inputs.get(d) != v for d, v in current.items()):
+            runs.append(node.key)
+            version[node.key] = predicted.get(node.key, f"changed:{node.key}")
+        elif mat.blocked:
+            blocked.add(node.key)
+        else:
+            version[node.key] = mat.data_version
+    groups = {n.group for n in nodes if n.key in runs}
+    return [n.key for n in nodes if n.key in runs or (n.group in groups and n.key not in blocked)]
+
+
+EARLIER = "earlier:"
+
+
+def earlier_key(key: str) -> str:
+    """The pseudo-input 'every earlier partition of ``key``' (snapshot sources read it)."""
+    return f"{EARLIER}{key}"
+
+
+def earlier_version(versions: Mapping[str, str], partition: str) -> str:
+    """One version for the data versions of all partitions that sort before ``partition``."""
+    digest = hashlib.sha256()
+    for name in sorted(p for p in versions if p < partition):
+        digest.update(f"{name}={versions[name]}\n".encode())
+    return digest.hexdigest()
