@@ -30,15 +30,37 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     started = time.perf_counter()
+    if args.dry_run:
+        from embedding_assets.defs.sync import forecast
+
+        with local_instance(settings) as instance:
+            print(forecast(instance, PipelineResource()).render())
+        return 0
     with local_instance(settings) as instance:
-        summary = sync(instance, PipelineResource())
+        summary = sync(instance, PipelineResource(), retry_dead_letters=args.retry_dead_letters)
     print(summary.render())
     print(f"sync finished in {time.perf_counter() - started:.1f}s: {'ok' if summary.ok else 'FAILED'}")
     return 0 if summary.ok else 1
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from embedding_assets.defs.repair import repair_index
+    from embedding_assets.defs.resources import PipelineResource
+    from embedding_assets.defs.sync import local_instance
+
+    with local_instance(Settings.from_env()) as instance:
+        report = repair_index(instance, PipelineResource())
+    print(report.render())
+    return 0 if report.after.ok else 1
+
+
 def run_search(
-    settings: Settings, queries: list[str], k: int, mode: str, source: str | None
+    settings: Settings,
+    queries: list[str],
+    k: int,
+    mode: str,
+    source: str | None,
+    index_version: int | None = None,
 ) -> list[dict[str, Any]]:
     from embedding_assets.lib.embedder import build_embedder
     from embedding_assets.lib.vector_store import VectorStore
@@ -47,7 +69,7 @@ def run_search(
     store = VectorStore(settings.lancedb_uri, embedder.model_id, embedder.dimension, settings.ann_min_rows)
     vectors = embedder.encode(queries) if mode != "fts" else [None] * len(queries)
     return [
-        {"query": q, "hits": store.search(q, v, k=k, mode=mode, source=source)}  # type: ignore[arg-type]
+        {"query": q, "hits": store.search(q, v, k=k, mode=mode, source=source, version=index_version)}  # type: ignore[arg-type]
         for q, v in zip(queries, vectors, strict=True)
     ]
 
@@ -61,7 +83,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         print("give a query or --queries-file", file=sys.stderr)
         return 2
-    results = run_search(settings, queries, args.k, args.mode, args.source)
+    results = run_search(settings, queries, args.k, args.mode, args.source, args.index_version)
     for result in results:
         if args.json:
             hits = [
@@ -86,7 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     p_sync = sub.add_parser(
         "sync", help="register new landing batches and materialise what is new or changed"
     )
+    p_sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the batches, assets and chunks a sync would process, with an estimate; change nothing",
+    )
+    p_sync.add_argument(
+        "--retry-dead-letters",
+        action="store_true",
+        help="also re-run embeddings for batches with dead-lettered chunks (only those chunks are re-tried)",
+    )
     p_sync.set_defaults(func=cmd_sync)
+    p_repair = sub.add_parser(
+        "repair", help="make the index equal gold's live chunks (missing, extra, stale rows), then reconcile"
+    )
+    p_repair.set_defaults(func=cmd_repair)
     p_search = sub.add_parser("search", help="search the index")
     p_search.add_argument("query", nargs="?")
     p_search.add_argument("-k", type=int, default=10)
@@ -94,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     p_search.add_argument("--source")
     p_search.add_argument("--json", action="store_true")
     p_search.add_argument("--queries-file")
+    p_search.add_argument(
+        "--index-version",
+        type=int,
+        help="search the index as it was at this LanceDB version (a vector_index run's lancedb_version)",
+    )
     p_search.set_defaults(func=cmd_search)
     args = parser.parse_args(argv)
     return int(args.func(args))

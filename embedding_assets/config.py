@@ -34,6 +34,8 @@ class Settings:
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     ann_min_rows: int = 5000
+    retry_attempts: int = 3  # per encode window / chunk, with exponential backoff and jitter
+    max_embed_failure_rate: float = 0.01  # above it, the batch's dead letters block the index
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -51,6 +53,8 @@ class Settings:
             chunk_tokens=int(_env("EA_CHUNK_TOKENS", "256")),
             chunk_overlap=int(_env("EA_CHUNK_OVERLAP", "32")),
             ann_min_rows=int(_env("EA_ANN_MIN_ROWS", "5000")),
+            retry_attempts=int(_env("EA_RETRY_ATTEMPTS", "3")),
+            max_embed_failure_rate=float(_env("EA_MAX_EMBED_FAILURE_RATE", "0.01")),
         )
 
     @classmethod

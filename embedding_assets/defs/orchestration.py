@@ -8,17 +8,27 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
 from embedding_assets.defs.assets import layer_key
 from embedding_assets.defs.partitions import BATCHES
 from embedding_assets.defs.resources import PipelineResource
-from embedding_assets.defs.state import key_str, state_for
+from embedding_assets.defs.state import EARLIER_DEPS_KEY, key_str, state_for
 from embedding_assets.lib.landing import EMPTY_HASH, LandingScan, scan_landing
-from embedding_assets.lib.planner import Node, PartitionPlan, plan_partition
+from embedding_assets.lib.planner import (
+    EARLIER,
+    Node,
+    PartitionPlan,
+    earlier_key,
+    earlier_version,
+    plan_partition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +48,21 @@ ACTIVE_RUN_STATUSES = [
 def pipeline_nodes(assets: Sequence[dg.AssetsDefinition]) -> list[Node]:
     """Materialisable assets in topological order, with their deps (sources and settings included)."""
     deps: dict[str, tuple[str, ...]] = {}
+    steps: dict[str, str] = {}
     for ad in assets:
         if not isinstance(ad, dg.AssetsDefinition) or not ad.is_materializable:
             continue
         for key in ad.keys:
+            if len(ad.keys) > 1 and not ad.can_subset:
+                steps[key_str(key)] = ad.node_def.name
             upstream = tuple(key_str(d) for d in ad.asset_deps.get(key, ()))
             name = key_str(key)
             layer, _, source = name.partition("/")
             contract = (f"contract/{source}",) if layer in ("silver", "quarantine") else ()
-            deps[name] = upstream + CONFIG_DEPS.get(name, ()) + contract
+            raw_earlier = ad.metadata_by_key.get(key, {}).get(EARLIER_DEPS_KEY)
+            earlier_of = getattr(raw_earlier, "value", raw_earlier) or []
+            earlier = tuple(earlier_key(str(k)) for k in earlier_of)  # type: ignore[union-attr]
+            deps[name] = upstream + CONFIG_DEPS.get(name, ()) + contract + earlier
     ordered: list[Node] = []
     done: set[str] = set()
 
@@ -58,7 +74,7 @@ def pipeline_nodes(assets: Sequence[dg.AssetsDefinition]) -> list[Node]:
         for d in deps[key]:
             visit(d, (*trail, key))
         done.add(key)
-        ordered.append(Node(key, deps[key]))
+        ordered.append(Node(key, deps[key], steps.get(key, "")))
 
     for name in sorted(deps):
         visit(name)
@@ -110,6 +126,12 @@ def plan_sync(
         # A source with no folder in this batch is an empty landing partition.
         sources = {f"landing/{s}": landing.get((s, batch), EMPTY_HASH) for s in contracts}
         sources.update(config)
+        for node in nodes:
+            for dep in node.deps:
+                if dep.startswith(EARLIER) and dep not in sources:
+                    of = dep.removeprefix(EARLIER)
+                    versions = {p: s[of].data_version for p, s in state.items() if of in s}
+                    sources[dep] = earlier_version(versions, batch)
         plans[batch] = plan_partition(batch, nodes, sources, state[batch])
         for source in contracts:
             bronze = state[batch].get(f"bronze/{source}")
@@ -132,3 +154,54 @@ def register(instance: dg.DagsterInstance, plan: SyncPlan) -> None:
         instance.add_dynamic_partitions(BATCHES, plan.new_partitions)
     for observation in plan.observations:
         instance.report_runless_asset_event(observation)
+
+
+HOST_TAG, PID_TAG, PID_START_TAG = "ea/host", "ea/pid", "ea/pid_start"
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (Linux), so a reused pid is not mistaken for the original."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that let a later sync on this host tell whether the run's process is still alive."""
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: _process_start(pid)}
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or _process_start(pid) == start
+
+
+def reap_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Runs started in-process on this host by a process that is gone (killed, crashed): mark them
+    failed and free their concurrency slots, so their partitions are neither 'busy' forever nor
+    holding the embedding pool. Their partitions stay stale, so the plan runs them again."""
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={HOST_TAG: socket.gethostname()})
+    )
+    reaped = []
+    for record in records:
+        run = record.dagster_run
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if not pid or _alive(pid, run.tags.get(PID_START_TAG, "")):
+            continue
+        instance.report_run_failed(run, f"the process running it (pid {pid}) is gone")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        log.warning(
+            "run %s (partition %s) lost its process; marked failed",
+            run.run_id,
+            run.tags.get("dagster/partition"),
+        )
+        reaped.append(run.run_id)
+    return reaped

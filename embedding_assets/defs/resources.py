@@ -32,6 +32,8 @@ class PipelineResource(dg.ConfigurableResource):
     chunk_tokens: int | None = None
     chunk_overlap: int | None = None
     ann_min_rows: int | None = None
+    retry_attempts: int | None = None
+    max_embed_failure_rate: float | None = None
 
     def settings(self) -> Settings:
         env = Settings.from_env()
@@ -48,6 +50,12 @@ class PipelineResource(dg.ConfigurableResource):
             chunk_tokens=self.chunk_tokens or env.chunk_tokens,
             chunk_overlap=self.chunk_overlap if self.chunk_overlap is not None else env.chunk_overlap,
             ann_min_rows=self.ann_min_rows if self.ann_min_rows is not None else env.ann_min_rows,
+            retry_attempts=self.retry_attempts if self.retry_attempts is not None else env.retry_attempts,
+            max_embed_failure_rate=(
+                self.max_embed_failure_rate
+                if self.max_embed_failure_rate is not None
+                else env.max_embed_failure_rate
+            ),
         )
 
     def lake(self) -> Lake:

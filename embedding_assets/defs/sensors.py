@@ -2,7 +2,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from embedding_assets.defs.orchestration import plan_sync
+from embedding_assets.defs.orchestration import plan_sync, reap_orphaned_runs
 from embedding_assets.defs.partitions import batches
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.lib.planner import Node
@@ -19,6 +19,10 @@ def build_landing_sensor(nodes: Sequence[Node]) -> dg.SensorDefinition:
         description="New batch folders become partitions; changed content re-runs only what it changed.",
     )
     def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
+        for run_id in reap_orphaned_runs(context.instance):
+            context.log.warning(
+                f"run {run_id} lost its process (killed?): marked failed; its partition re-runs"
+            )
         plan = plan_sync(context.instance, nodes, pipeline)
         for line in plan.scan.rejected:
             context.log.warning(line)

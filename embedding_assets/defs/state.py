@@ -8,10 +8,11 @@ from typing import Any
 
 import dagster as dg
 
-from embedding_assets.lib.planner import Materialized
+from embedding_assets.lib.planner import Materialized, earlier_version
 
 INPUTS_KEY = "ea/inputs"
 BLOCKED_KEY = "ea/blocked"
+EARLIER_DEPS_KEY = "ea/earlier_deps"  # asset metadata: keys whose earlier partitions are inputs
 
 
 def key_str(key: dg.AssetKey) -> str:
@@ -88,3 +89,9 @@ def state_for(
 
 def inputs_metadata(inputs: Mapping[str, str]) -> dict[str, dg.MetadataValue]:
     return {INPUTS_KEY: dg.MetadataValue.json(dict(sorted(inputs.items())))}
+
+
+def earlier_partitions_version(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> str:
+    """The version of every partition of ``key`` before ``partition`` (see ``earlier_version``)."""
+    found = latest_by_partition(instance, key)
+    return earlier_version({p: m.data_version for p, m in found.items()}, partition)
