@@ -71,12 +71,13 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 
 def lake_snapshot(root: Path) -> dict[str, pl.DataFrame]:
-    """Every Delta table's rows, sorted, without wall-clock columns."""
+    """Every Delta table's rows, sorted, without wall-clock columns (ingestion, embedding and
+    failure times differ between two otherwise identical runs)."""
     out = {}
     for log in sorted((root / "lake").rglob("_delta_log")):
         table = log.parent
         frame = pl.read_delta(str(table))
-        frame = frame.drop([c for c in frame.columns if c in ("_ingested_at",)])
+        frame = frame.drop([c for c in frame.columns if c in ("_ingested_at", "embedded_at", "failed_at")])
         sortable = [c for c, t in frame.schema.items() if t not in (pl.List(pl.Float32), pl.Binary)]
         out[str(table.relative_to(root / "lake"))] = frame.sort(sortable)
     return out
@@ -90,3 +91,14 @@ def materialization_count(instance: dg.DagsterInstance, key: str, partition: str
         limit=10_000,
     )
     return len(result.records)
+
+
+def index_snapshot(root: Path, model_id: str = "hashing-embedder-v1") -> pl.DataFrame:
+    """Every LanceDB row of the model's table (vectors included), sorted by chunk id."""
+    import lancedb
+
+    from embedding_assets.lib.embedder import model_slug
+
+    db = lancedb.connect(str(root / "lancedb"))
+    table = db.open_table(f"chunks__{model_slug(model_id)}")
+    return pl.from_arrow(table.to_arrow()).sort("chunk_id")  # type: ignore[return-value]

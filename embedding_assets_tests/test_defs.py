@@ -43,7 +43,13 @@ def test_blocking_checks_and_sensor_are_declared() -> None:
         for key in graph.asset_check_keys
         if graph.get_check_spec(key).blocking  # type: ignore[attr-defined]
     }
-    assert blocking == {"silver_schema", "rows_accounted", "vectors_valid"}
+    assert blocking == {
+        "silver_schema",
+        "rows_accounted",
+        "snapshot_deletions",
+        "vectors_valid",
+        "embedding_failures",
+    }
     sensor = defs.resolve_sensor_def("landing_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     silver = graph.get(dg.AssetKey(["silver", "helpdesk"]))
