@@ -35,8 +35,9 @@ run: install $(DAGSTER_HOME)/dagster.yaml  ## install, sync the sample data, run
 sync: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/embedding-assets sync
 
-test: install  ## the whole suite, as CI runs it
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+TEST_WORKERS ?= 2
+test: install  ## the whole suite, as CI runs it (TEST_WORKERS processes; 2 on CI's 2 cores)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow and not model"
