@@ -20,13 +20,16 @@ def test_sample_contracts_load() -> None:
 @pytest.mark.parametrize(
     ("text", "field"),
     [
-        ("source: x\nformat: jsonl\nid: a\n", "text"),
-        ("source: x\nformat: xml\nid: a\ntext: b\n", "format"),
-        ("source: x\nformat: jsonl\nid: a\ntext: b\nfields: {a: {type: decimal}}\n", "fields.a.type"),
-        ("source: x\nformat: jsonl\nid: a\ntext: b\nsurprise: 1\n", "surprise"),
-        ("source: y\nformat: jsonl\nid: a\ntext: b\n", "source"),
+        ("source: x\nowner: o\nformat: jsonl\nid: a\n", "text"),
+        ("source: x\nowner: o\nformat: xml\nid: a\ntext: b\n", "format"),
         (
-            "source: x\nformat: jsonl\nid: a\ntext: b\nquality: {max_quarantine_rate: 3}\n",
+            "source: x\nowner: o\nformat: jsonl\nid: a\ntext: b\nfields: {a: {type: decimal}}\n",
+            "fields.a.type",
+        ),
+        ("source: x\nowner: o\nformat: jsonl\nid: a\ntext: b\nsurprise: 1\n", "surprise"),
+        ("source: y\nowner: o\nformat: jsonl\nid: a\ntext: b\n", "source"),
+        (
+            "source: x\nowner: o\nformat: jsonl\nid: a\ntext: b\nquality: {max_quarantine_rate: 3}\n",
             "quality.max_quarantine_rate",
         ),
     ],
