@@ -1,0 +1,385 @@
+"""Data-quality checks for small frames: garbage text, duplicates, length outliers, missingness, drift.
+
+Everything here is pure and deterministic so the Dagster checks that call it can be unit-tested and
+re-run with identical results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from datasketch import MinHash, MinHashLSH
+from scipy import stats
+
+# --------------------------------------------------------------------------------------------------
+# Garbage text
+# --------------------------------------------------------------------------------------------------
+
+_REPLACEMENT = "\ufffd"
+# A lead character of a UTF-8 multi-byte sequence as cp1252/latin-1 renders it (Ã Â â for 2/3-byte
+# Latin and punctuation, Ä Å for Central-European letters, ð for emoji) followed by what a
+# continuation byte 0x80-0xBF renders as in cp1252 (the curly quotes, dashes, € ...) or latin-1.
+_MOJIBAKE = re.compile("[ÃÂâÄÅð][\x80-\xbf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]")
+_ENTITY = re.compile(r"&[a-zA-Z]{2,8};|&#\d{1,6};|&#x[0-9a-fA-F]{1,6};")
+# C0 controls except \t \n \r, DEL, and the C1 block (which only appears after a latin-1 mis-decode).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_MIN_REPLACEMENTS = 3
+_MIN_MOJIBAKE = 2
+_MIN_ENTITIES = 3
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}% of {whole}"
+
+
+def _round_trips_as_mojibake(text: str) -> bool:
+    """True when re-encoding as cp1252/latin-1 and decoding as UTF-8 yields different, valid text.
+
+    Genuine accented text fails this (a lone é is not valid UTF-8), so one suspicious match plus a
+    clean round trip is strong evidence of a mis-decode.
+    """
+    for codec in ("cp1252", "latin-1"):
+        try:
+            repaired = text.encode(codec, errors="strict").decode("utf-8", errors="strict")
+        except UnicodeError:
+            continue
+        if repaired != text:
+            return True
+    return False
+
+
+def garbage_reasons(
+    text: str | None,
+    *,
+    max_replacement_share: float = 0.01,
+    max_entity_share: float = 0.05,
+    max_control_share: float = 0.0,
+) -> list[str]:
+    """Return ``"<rule>: <detail>"`` for each garbage rule ``text`` breaks; ``[]`` when clean.
+
+    Garbage text embeds to a confident-looking but meaningless vector, so it is better caught here.
+    Empty and missing text return ``[]``: emptiness is a separate check.
+    """
+    if not text:
+        return []
+    n = len(text)
+    reasons: list[str] = []
+
+    replacements = text.count(_REPLACEMENT)
+    if replacements and (replacements / n > max_replacement_share or replacements >= _MIN_REPLACEMENTS):
+        reasons.append(f"replacement_chars: {replacements} U+FFFD characters ({_pct(replacements, n)})")
+
+    mojibake = _MOJIBAKE.findall(text)
+    if len(mojibake) >= _MIN_MOJIBAKE or (mojibake and _round_trips_as_mojibake(text)):
+        shown = ", ".join(dict.fromkeys(mojibake[:5]))
+        reasons.append(f"mojibake: {len(mojibake)} UTF-8-as-cp1252 sequences ({shown})")
+
+    entities = _ENTITY.findall(text)
+    entity_chars = sum(len(e) for e in entities)
+    if len(entities) >= _MIN_ENTITIES and entity_chars / n > max_entity_share:
+        reasons.append(f"html_entities: {len(entities)} HTML entities ({_pct(entity_chars, n)} characters)")
+
+    controls = len(_CONTROL.findall(text))
+    if controls / n > max_control_share:
+        reasons.append(f"control_chars: {controls} control characters ({_pct(controls, n)})")
+
+    return reasons
+
+
+def garbage_reasons_series(texts: pl.Series, **thresholds: float) -> pl.Series:
+    """:func:`garbage_reasons` per element, as a ``List(String)`` series (nulls give ``[]``)."""
+    values = [garbage_reasons(text, **thresholds) for text in texts.to_list()]
+    return pl.Series(texts.name, values, dtype=pl.List(pl.String))
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact duplicates
+# --------------------------------------------------------------------------------------------------
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """NFKC, casefold and collapse whitespace, so trivially different copies compare equal."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _WHITESPACE.sub(" ", folded).strip()
+
+
+def normalised_hashes(texts: pl.Series) -> pl.Series:
+    """sha256 hex of :func:`normalise_text` per element (null stays null): the exact-duplicate key."""
+    values = [
+        None if text is None else hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
+        for text in texts.to_list()
+    ]
+    return pl.Series(texts.name, values, dtype=pl.String)
+
+
+# --------------------------------------------------------------------------------------------------
+# Near duplicates
+# --------------------------------------------------------------------------------------------------
+
+# MinHashLSH only proposes candidates; every one is confirmed with the exact Jaccard. A false
+# positive therefore costs one set comparison, a false negative a missed duplicate, so the band
+# layout is tuned almost entirely for recall (about 98% at the threshold instead of about 40%).
+_LSH_WEIGHTS = (0.02, 0.98)
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """``id`` is a near-duplicate of the earlier, kept ``of``, with exact shingle Jaccard ``similarity``."""
+
+    id: str
+    of: str
+    similarity: float
+
+
+def _shingles(text: str, size: int) -> set[str]:
+    normalised = normalise_text(text)
+    words = normalised.split(" ") if normalised else []
+    if len(words) < size:
+        return {normalised}
+    return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b)
+
+
+def near_duplicates(
+    ids: Sequence[str],
+    texts: Sequence[str],
+    *,
+    threshold: float = 0.9,
+    num_perm: int = 128,
+    shingle: int = 5,
+    seed: int = 1,
+) -> list[NearDuplicate]:
+    """Find texts whose word-shingle Jaccard with an earlier kept text is at least ``threshold``.
+
+    Ids are processed in the given order; the first of a cluster is kept and each later one is
+    reported against the earliest kept text it matches. Candidates come from MinHash LSH and are
+    confirmed with the exact Jaccard, so the result does not depend on hashing luck beyond recall.
+    """
+    if len(ids) != len(texts):
+        raise ValueError(f"ids and texts differ in length: {len(ids)} != {len(texts)}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    if shingle < 1:
+        raise ValueError("shingle must be at least 1")
+    if len(ids) < 2:
+        return []
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=_LSH_WEIGHTS)
+    kept_order: dict[str, int] = {}
+    kept_shingles: dict[str, set[str]] = {}
+    found: list[NearDuplicate] = []
+    for doc_id, text in zip(ids, texts, strict=True):
+        shingles = _shingles(text, shingle)
+        minhash = MinHash(num_perm=num_perm, seed=seed)
+        minhash.update_batch([s.encode("utf-8") for s in shingles])
+        best: tuple[int, str, float] | None = None
+        for candidate in lsh.query(minhash):
+            similarity = _jaccard(shingles, kept_shingles[candidate])
+            if similarity >= threshold and (best is None or kept_order[candidate] < best[0]):
+                best = (kept_order[candidate], candidate, similarity)
+        if best is not None:
+            found.append(NearDuplicate(id=doc_id, of=best[1], similarity=round(best[2], 4)))
+            continue
+        lsh.insert(doc_id, minhash)
+        kept_order[doc_id] = len(kept_order)
+        kept_shingles[doc_id] = shingles
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Length outliers
+# --------------------------------------------------------------------------------------------------
+
+_MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
+_MEAN_AD_SCALE = 1.2533  # mean absolute deviation -> standard deviation for normal data
+
+
+def robust_z(values: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Robust z-scores from the median and MAD, so the outliers cannot hide by inflating the scale.
+
+    When more than half the values are equal the MAD is 0; then the mean absolute deviation from
+    the median is used, and when that is 0 too every value is the median and all scores are 0.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    median = float(np.median(x))
+    deviation = np.abs(x - median)
+    scale = _MAD_SCALE * float(np.median(deviation))
+    if scale == 0.0:
+        scale = _MEAN_AD_SCALE * float(np.mean(deviation))
+    if scale == 0.0:
+        return np.zeros_like(x)
+    return (x - median) / scale
+
+
+def length_outliers(lengths: Sequence[int], *, max_z: float = 6.0) -> np.ndarray:
+    """Boolean mask of texts whose log length is more than ``max_z`` robust z away from the median.
+
+    Text lengths are roughly log-normal, so the score is computed on ``log1p(length)``.
+    """
+    logs = np.log1p(np.asarray(lengths, dtype=np.float64))
+    return np.abs(robust_z(logs)) > max_z
+
+
+# --------------------------------------------------------------------------------------------------
+# Missing values
+# --------------------------------------------------------------------------------------------------
+
+
+def missing_rates(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, float]:
+    """Share of null or whitespace-only values per column: a blank string is as useless as a null."""
+    if frame.height == 0:
+        return {column: 0.0 for column in columns}
+    rates: dict[str, float] = {}
+    for column in columns:
+        series = frame.get_column(column)
+        missing = series.is_null()
+        if series.dtype == pl.String:
+            missing = missing | (series.str.strip_chars() == "").fill_null(True)
+        rates[column] = float(missing.sum()) / frame.height
+    return rates
+
+
+# --------------------------------------------------------------------------------------------------
+# Drift
+# --------------------------------------------------------------------------------------------------
+
+NULL_CATEGORY = "<null>"
+
+
+def psi(reference: Mapping[str, int], current: Mapping[str, int], *, epsilon: float = 1e-4) -> float:
+    """Population stability index over the union of categories (< 0.1 stable, > 0.25 shifted).
+
+    Proportions are floored at ``epsilon`` so a category missing on one side gives a large but
+    finite term. Returns 0.0 when either side is empty: there is nothing to compare.
+    """
+    total_ref = sum(reference.values())
+    total_cur = sum(current.values())
+    if total_ref <= 0 or total_cur <= 0:
+        return 0.0
+    value = 0.0
+    for category in set(reference) | set(current):
+        p = max(reference.get(category, 0) / total_ref, epsilon)
+        q = max(current.get(category, 0) / total_cur, epsilon)
+        value += (q - p) * math.log(q / p)
+    return value
+
+
+def category_counts(values: Sequence[str | None]) -> dict[str, int]:
+    """Count each value, with None counted as ``"<null>"`` so a rise in nulls shows as drift."""
+    return dict(Counter(NULL_CATEGORY if value is None else value for value in values))
+
+
+def length_buckets(
+    reference_lengths: np.ndarray | Sequence[float],
+    current_lengths: np.ndarray | Sequence[float],
+    *,
+    buckets: int = 10,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Bucket both samples by the reference's quantile edges, for :func:`psi` on a numeric column.
+
+    Equal quantiles (many identical lengths) are merged, so there may be fewer than ``buckets``
+    labels; both dicts always carry the same labels ``q0..qk``.
+    """
+    reference = np.asarray(reference_lengths, dtype=np.float64)
+    current = np.asarray(current_lengths, dtype=np.float64)
+    if reference.size and buckets > 1:
+        edges = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, buckets + 1)[1:-1]))
+    else:
+        edges = np.zeros(0, dtype=np.float64)
+    labels = [f"q{i}" for i in range(edges.size + 1)]
+
+    def count(sample: np.ndarray) -> dict[str, int]:
+        index = np.searchsorted(edges, sample, side="right")
+        tally = np.bincount(index, minlength=len(labels))
+        return {label: int(n) for label, n in zip(labels, tally, strict=True)}
+
+    return count(reference), count(current)
+
+
+def ks_statistic(reference: Sequence[float], current: Sequence[float]) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov (statistic, p-value); ``(0.0, 1.0)`` when a side is empty."""
+    if len(reference) == 0 or len(current) == 0:
+        return 0.0, 1.0
+    result = stats.ks_2samp(np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64))
+    return float(result.statistic), float(result.pvalue)
+
+
+def centroid_distance(reference: np.ndarray, current: np.ndarray) -> float:
+    """Cosine distance (1 - cos) between the mean vectors of two ``(n, d)`` embedding sets.
+
+    A cheap whole-batch signal that the embedded content moved. 0.0 when either set is empty;
+    when exactly one mean is the zero vector the angle is undefined and 1.0 (orthogonal) is returned.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.size == 0 or cur.size == 0:
+        return 0.0
+    ref, cur = np.atleast_2d(ref), np.atleast_2d(cur)
+    if ref.shape[1] != cur.shape[1]:
+        raise ValueError(f"dimension mismatch: {ref.shape[1]} != {cur.shape[1]}")
+    a, b = ref.mean(axis=0), cur.mean(axis=0)
+    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if norm_a == 0.0 or norm_b == 0.0:
+        return 0.0 if norm_a == norm_b else 1.0
+    cosine = float(np.dot(a, b)) / (norm_a * norm_b)
+    return 1.0 - max(-1.0, min(1.0, cosine))
+
+
+@dataclass(frozen=True)
+class DriftFigures:
+    """Drift of a batch against a reference: text-length PSI and KS, and PSI per categorical field."""
+
+    psi_length: float
+    ks_length: float
+    ks_pvalue: float
+    psi_categorical: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def max_psi(self) -> float:
+        """The worst PSI, so one threshold can gate the batch."""
+        return max([self.psi_length, *self.psi_categorical.values()])
+
+
+def text_drift(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    *,
+    text_col: str = "text",
+    categorical: Sequence[str] = (),
+) -> DriftFigures:
+    """Compare ``current`` with ``reference``: character lengths of ``text_col`` and each categorical column.
+
+    Null texts are left out of the length figures; missingness is measured by :func:`missing_rates`.
+    """
+    ref_lengths = reference.get_column(text_col).str.len_chars().drop_nulls().to_numpy()
+    cur_lengths = current.get_column(text_col).str.len_chars().drop_nulls().to_numpy()
+    ref_buckets, cur_buckets = length_buckets(ref_lengths, cur_lengths)
+    ks, pvalue = ks_statistic(ref_lengths.tolist(), cur_lengths.tolist())
+    per_field = {
+        column: psi(
+            category_counts(reference.get_column(column).cast(pl.String).to_list()),
+            category_counts(current.get_column(column).cast(pl.String).to_list()),
+        )
+        for column in categorical
+    }
+    return DriftFigures(
+        psi_length=psi(ref_buckets, cur_buckets),
+        ks_length=ks,
+        ks_pvalue=pvalue,
+        psi_categorical=per_field,
+    )
