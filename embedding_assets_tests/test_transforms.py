@@ -70,7 +70,7 @@ def test_bad_rows_are_quarantined_with_every_reason() -> None:
     assert reasons[2][0].startswith("invalid_json")
     assert reasons[3][0].startswith("invalid_utf8")
     assert any(r.startswith("missing_id") for r in reasons[4])
-    assert {r.split(":")[0] for r in reasons[5]} >= {"empty_text", "bad_type", "missing_required"}
+    assert {r.split(":")[0] for r in reasons[5]} >= {"empty_text", "bad_timestamp", "missing_required"}
     assert any("field 'modified'" in r for r in reasons[5])
     assert reasons[6] == ["not_allowed: field 'priority' must be one of ['low', 'normal', 'high', 'urgent']"]
     assert reasons[7][0].startswith("not_an_object")

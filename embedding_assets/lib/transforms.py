@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,8 +13,11 @@ from typing import Any
 import polars as pl
 import yaml
 
-from embedding_assets.lib.contracts import Contract, FieldSpec
+from embedding_assets.lib.contracts import PL_TYPES, Contract, FieldSpec, MetadataField, QualityRules
 from embedding_assets.lib.hashing import frame_hash, sha256_text
+from embedding_assets.lib.migrations import breaking_fields, migrate
+from embedding_assets.lib.quality import near_duplicates, normalised_hashes
+from embedding_assets.lib.validation import row_reasons, with_garbage
 
 SILVER_SCHEMA = pl.Schema(
     {
@@ -27,22 +31,31 @@ SILVER_SCHEMA = pl.Schema(
         "deleted": pl.Boolean(),
         "metadata": pl.String(),
         "content_hash": pl.String(),
+        "near_duplicate_of": pl.String(),  # flagged, not dropped (the contract's near_duplicates.action)
         "_file": pl.String(),
         "_line": pl.Int64(),
     }
 )
+# Every row that did not become a silver row, and why: invalid rows (the quarantine proper) and the
+# losers of deduplication. Rows read = silver rows + rows here, so nothing is dropped silently.
 QUARANTINE_SCHEMA = pl.Schema(
     {
         "source": pl.String(),
         "batch": pl.String(),
         "_file": pl.String(),
         "_line": pl.Int64(),
+        "kind": pl.String(),  # invalid | duplicate | near_duplicate | superseded
+        "doc_id": pl.String(),
+        "duplicate_of": pl.String(),  # the winner's file:line (duplicates) or doc id (near duplicates)
+        "contract_version": pl.Int64(),  # detected version of the record, -1 when unreadable
         "raw": pl.String(),
         "reasons": pl.List(pl.String()),
         "reason": pl.String(),
     }
 )
-GOLD_DOCUMENT_COLUMNS = [c for c in SILVER_SCHEMA if not c.startswith("_")]
+INVALID, DUPLICATE, NEAR_DUPLICATE, SUPERSEDED = "invalid", "duplicate", "near_duplicate", "superseded"
+FIELD_PREFIX = "f_"  # silver carries every contract field, typed, as f_<name> (schema evolution)
+GOLD_DOCUMENT_COLUMNS = [c for c in SILVER_SCHEMA if not c.startswith("_") and c != "near_duplicate_of"]
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -50,15 +63,45 @@ _FALSE = {"false", "0", "no", "n", "f"}
 @dataclass(frozen=True)
 class SilverResult:
     silver: pl.DataFrame
-    quarantine: pl.DataFrame
+    rejected: pl.DataFrame  # QUARANTINE_SCHEMA: invalid rows and deduplication losers
     rows_read: int
-    duplicates_dropped: int
-    superseded: int
+    versions: dict[int, int]  # detected contract version -> rows
+    migrated: int  # rows that went through at least one migration step
+    breaking: list[str]  # a breaking schema change, named by field (blocks the batch)
+
+    @property
+    def quarantine(self) -> pl.DataFrame:
+        return self.rejected.filter(pl.col("kind") == INVALID)
+
+    def count(self, kind: str) -> int:
+        return int((self.rejected["kind"] == kind).sum())
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self.rejected.height - self.quarantine.height
+
+    @property
+    def superseded(self) -> int:
+        return self.count(SUPERSEDED)
+
+    @property
+    def near_duplicates_flagged(self) -> int:
+        return int(self.silver["near_duplicate_of"].is_not_null().sum())
 
     @property
     def accounted(self) -> bool:
         """Rows read = silver rows + quarantined rows + duplicates dropped."""
         return self.rows_read == self.silver.height + self.quarantine.height + self.duplicates_dropped
+
+    def reasons(self) -> pl.DataFrame:
+        """Quarantined rows per rule (a row with two reasons counts under both)."""
+        return (
+            self.quarantine.explode("reasons")
+            .with_columns(pl.col("reasons").str.split(":").list.first().alias("rule"))
+            .group_by("rule")
+            .len("rows")
+            .sort("rows", "rule", descending=[True, False])
+        )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -166,52 +209,33 @@ def _typed(col: str, spec: FieldSpec) -> pl.Expr:
     return src
 
 
-def _field_rules(contract: Contract, name: str, deleted: pl.Expr) -> list[pl.Expr]:
-    """Expressions that yield a reason string (or null) per row for one field."""
-    spec = contract.field_spec(name)
-    raw = pl.col(f"raw::{name}")
-    typed = pl.col(f"typed::{name}")
-    rules: list[pl.Expr] = [
-        pl.when(raw.is_not_null() & raw.str.strip_chars().ne("") & typed.is_null()).then(
-            pl.lit(f"bad_type: field '{name}' is not a valid {spec.type}")
-        )
-    ]
-    if spec.required:
-        rules.append(
-            pl.when(~deleted & (raw.is_null() | raw.str.strip_chars().eq(""))).then(
-                pl.lit(f"missing_required: field '{name}' is required")
-            )
-        )
-    if spec.allowed is not None:
-        rules.append(
-            pl.when(raw.is_not_null() & ~raw.is_in(list(spec.allowed))).then(
-                pl.lit(f"not_allowed: field '{name}' must be one of {list(spec.allowed)}")
-            )
-        )
-    if spec.max_length is not None:
-        rules.append(
-            pl.when(raw.str.len_chars() > spec.max_length).then(
-                pl.lit(f"too_long: field '{name}' is over {spec.max_length} characters")
-            )
-        )
-    return rules
-
-
 def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> SilverResult:
-    """Parse, type, validate and deduplicate one batch of one source.
+    """Parse, migrate, type, validate and deduplicate one batch of one source.
 
     ``bronze`` has the columns ``file``, ``line``, ``raw`` and ``header`` (bytes as received).
-    Every row ends in exactly one place: silver, quarantine, or the duplicate count.
+    Every row ends in exactly one place: silver, or the rejected table with its kind and reasons.
     """
     names = contract.referenced_fields
     parsed_rows: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    migrated = 0
     for file, line, raw, header in bronze.select("file", "line", "raw", "header").iter_rows():
         record, reasons = parse_record(contract, raw, header, file)
+        version = contract.version
+        if not reasons:
+            result = migrate(contract, record)
+            record, version, reasons = result.record, result.version, result.reasons
+            migrated += result.steps > 0
+            for name, spec in contract.fields.items():
+                if spec.default is not None and record.get(name) is None:
+                    record[name] = spec.default
+        records.append(record)
         row: dict[str, Any] = {
             "_file": file,
             "_line": line,
             "_raw": raw.decode("utf-8", errors="replace"),
             "_parse": reasons,
+            "_version": version if not reasons or record else -1,
         }
         for name in names:
             row[f"raw::{name}"] = _as_text(record.get(name))
@@ -221,13 +245,13 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
         "_line": pl.Int64(),
         "_raw": pl.String(),
         "_parse": pl.List(pl.String()),
+        "_version": pl.Int64(),
         **{f"raw::{n}": pl.String() for n in names},
     }
     frame = pl.DataFrame(parsed_rows, schema=schema, orient="row")
     frame = frame.with_columns(
         _typed(f"raw::{n}", contract.field_spec(n)).alias(f"typed::{n}") for n in names
     )
-
     marker = contract.deleted
     deleted = (
         pl.col(f"raw::{marker.field}")
@@ -243,48 +267,86 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
         deleted.alias("deleted"),
         pl.concat_str(text_parts, separator="\n\n", ignore_nulls=True).str.strip_chars().alias("text"),
     )
-    rules: list[pl.Expr] = [
-        pl.when(
-            pl.col(f"raw::{contract.id}").is_null() | pl.col(f"raw::{contract.id}").str.strip_chars().eq("")
-        ).then(pl.lit(f"missing_id: id field '{contract.id}' is null or empty")),
-        pl.when(~pl.col("deleted") & pl.col("text").fill_null("").eq("")).then(
-            pl.lit(f"empty_text: text fields {list(contract.text)} are empty or whitespace")
-        ),
-    ]
-    for name in names:
-        rules.extend(_field_rules(contract, name, pl.col("deleted")))
-    frame = frame.with_columns(
-        pl.concat_list([pl.col("_parse"), pl.concat_list(rules).list.drop_nulls()]).alias("reasons")
-    )
-    # A row that could not be parsed has no fields, so only its parse reasons are meaningful.
+    frame = with_garbage(frame, contract)
+    # A row that could not be parsed (or migrated) has no fields: only those reasons are meaningful.
     frame = frame.with_columns(
         pl.when(pl.col("_parse").list.len() > 0)
         .then(pl.col("_parse"))
-        .otherwise(pl.col("reasons"))
+        .otherwise(row_reasons(contract, frame))
         .alias("reasons")
     )
+    parsed_ok = frame["_parse"].list.len().eq(0).to_list()
+    breaking = breaking_fields(
+        contract,
+        [r for r, ok in zip(records, parsed_ok, strict=True) if ok],
+        [d for d, ok in zip(frame["deleted"].to_list(), parsed_ok, strict=True) if ok],
+    )
+    versions = {int(v): int(n) for v, n in frame.group_by("_version").len().sort("_version").iter_rows()}
+    unmigrated = frame.filter(
+        pl.col("_parse").list.first().str.starts_with("no_migration")
+        | pl.col("_parse").list.first().str.starts_with("unknown_version")
+    )
+    if unmigrated.height:
+        by = f"field '{contract.version_field}'" if contract.version_field else "the shape of its rows"
+        breaking.append(
+            f"{unmigrated.height} rows are contract versions {sorted(set(unmigrated['_version'].to_list()))} "
+            f"(by {by}) and no migration leads to v{contract.version}"
+        )
     bad = frame.filter(pl.col("reasons").list.len() > 0)
     good = frame.filter(pl.col("reasons").list.len() == 0)
-
-    quarantine = bad.select(
+    invalid = bad.select(
         pl.lit(contract.source).alias("source"),
         pl.lit(batch).alias("batch"),
         "_file",
         "_line",
+        pl.lit(INVALID).alias("kind"),
+        pl.when(_blank_expr(pl.col(f"raw::{contract.id}")))
+        .then(None)
+        .otherwise(pl.lit(f"{contract.source}:") + pl.col(f"raw::{contract.id}").str.strip_chars())
+        .alias("doc_id"),
+        pl.lit(None, dtype=pl.String).alias("duplicate_of"),
+        pl.col("_version").alias("contract_version"),
         pl.col("_raw").alias("raw"),
         "reasons",
         pl.col("reasons").list.join("; ").alias("reason"),
     ).cast(QUARANTINE_SCHEMA)
-
     silver = _canonical(contract, good, batch)
-    deduped, exact, superseded = deduplicate(silver)
+    deduped, losers = deduplicate(silver, contract.quality)
+    losers = (
+        losers.join(
+            good.select(
+                "_file", "_line", pl.col("_raw").alias("raw"), pl.col("_version").alias("contract_version")
+            ),
+            on=["_file", "_line"],
+            how="left",
+        )
+        .select(
+            pl.lit(contract.source).alias("source"),
+            pl.lit(batch).alias("batch"),
+            "_file",
+            "_line",
+            "kind",
+            "doc_id",
+            "duplicate_of",
+            "contract_version",
+            "raw",
+            pl.concat_list([pl.col("reason")]).alias("reasons"),
+            "reason",
+        )
+        .cast(QUARANTINE_SCHEMA)
+    )
     return SilverResult(
         silver=deduped,
-        quarantine=quarantine,
+        rejected=pl.concat([invalid, losers]).sort("_file", "_line"),
         rows_read=bronze.height,
-        duplicates_dropped=exact + superseded,
-        superseded=superseded,
+        versions=versions,
+        migrated=migrated,
+        breaking=breaking,
     )
+
+
+def _blank_expr(col: pl.Expr) -> pl.Expr:
+    return col.is_null() | col.str.strip_chars().eq("")
 
 
 def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFrame:
@@ -317,6 +379,10 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
         if contract.title
         else pl.lit(None, dtype=pl.String)
     )
+    typed_fields = [
+        pl.col(f"typed::{n}").cast(PL_TYPES[contract.field_spec(n).type]).alias(f"{FIELD_PREFIX}{n}")
+        for n in contract.fields
+    ]
     out = good.with_columns(metadata.alias("metadata")).select(
         (pl.lit(f"{contract.source}:") + pl.col(f"raw::{contract.id}").str.strip_chars()).alias("doc_id"),
         pl.lit(contract.source).alias("source"),
@@ -327,8 +393,10 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
         updated.alias("updated_at"),
         pl.col("deleted"),
         pl.col("metadata"),
+        pl.lit(None, dtype=pl.String).alias("near_duplicate_of"),
         pl.col("_file"),
         pl.col("_line"),
+        *typed_fields,
     )
     hashes = [
         sha256_text(*(v if v is not None else "\x00" for v in row))
@@ -336,26 +404,108 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
             pl.col("title"), pl.col("text"), pl.col("metadata"), pl.col("deleted").cast(pl.String)
         ).iter_rows()
     ]
+    base = [c for c in SILVER_SCHEMA]
     return (
         out.with_columns(pl.Series("content_hash", hashes, dtype=pl.String))
-        .select(list(SILVER_SCHEMA))
-        .cast(SILVER_SCHEMA)
+        .select([*base, *(c.meta.output_name() for c in typed_fields)])
+        .cast(SILVER_SCHEMA)  # type: ignore[arg-type]
     )
 
 
-def deduplicate(silver: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
-    """Drop exact duplicates, then keep the newest version of each id (updated_at, then file order).
+LOSER_SCHEMA = {
+    "_file": pl.String(),
+    "_line": pl.Int64(),
+    "kind": pl.String(),
+    "doc_id": pl.String(),
+    "duplicate_of": pl.String(),
+    "reason": pl.String(),
+}
 
-    Returns the rows kept, the number of exact duplicates and the number of superseded versions.
+
+def deduplicate(silver: pl.DataFrame, rules: QualityRules | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Keep one row per document, and record every row that lost, and to what.
+
+    1. Conflicting updates (same id, different content): the newest ``updated_at`` wins (then the
+       later file and line); the others are ``superseded``.
+    2. Exact duplicates: the same id in the same version again (the first row is kept), or another
+       id with the same normalised text (case, Unicode form and whitespace ignored): ``duplicate``
+       of the oldest such document (then the smallest id), whatever the row order.
+    3. Near duplicates (MinHash LSH, Jaccard >= the contract's threshold): ``near_duplicate``
+       losers when the contract says drop, else kept and flagged in ``near_duplicate_of``.
+
+    Deletion markers have no text; they are only ever deduplicated by id.
     """
-    ordered = silver.sort(["doc_id", "updated_at", "_file", "_line"], nulls_last=False)
-    exact = ordered.unique(subset=["doc_id", "content_hash", "updated_at"], keep="last", maintain_order=True)
-    newest = exact.unique(subset=["doc_id"], keep="last", maintain_order=True)
-    return (
-        newest.sort("doc_id"),
-        silver.height - exact.height,
-        exact.height - newest.height,
+    rules = rules or QualityRules()
+    where = pl.col("_file") + pl.lit(":") + pl.col("_line").cast(pl.String)
+    ordered = silver.sort(["doc_id", "updated_at", "_file", "_line"], nulls_last=False).with_columns(
+        where.alias("_at")
     )
+    # Same id, same content, same time: a re-sent row.
+    same = ordered.with_columns(
+        pl.col("_at").first().over(["doc_id", "content_hash", "updated_at"]).alias("_winner")
+    )
+    resent = same.filter(pl.col("_at") != pl.col("_winner")).select(
+        "_file", "_line", pl.lit(DUPLICATE).alias("kind"), "doc_id",
+        pl.col("_winner").alias("duplicate_of"),
+        pl.format("duplicate: the same version of {} again (kept {})", "doc_id", "_winner").alias("reason"),
+    )  # fmt: skip
+    exact = same.filter(pl.col("_at") == pl.col("_winner")).drop("_winner")
+    newest = exact.with_columns(pl.col("_at").last().over("doc_id").alias("_winner"))
+    superseded = newest.filter(pl.col("_at") != pl.col("_winner")).select(
+        "_file", "_line", pl.lit(SUPERSEDED).alias("kind"), "doc_id",
+        pl.col("_winner").alias("duplicate_of"),
+        pl.format("superseded: an older version of {} (updated_at {}); kept {}", "doc_id", "updated_at", "_winner")
+        .alias("reason"),
+    )  # fmt: skip
+    # Oldest document first (then id): which of two copies is kept must not depend on row order,
+    # or re-delivering the same rows in another order would change silver.
+    kept = newest.filter(pl.col("_at") == pl.col("_winner")).drop("_winner").sort("updated_at", "doc_id")
+    # Other ids with the same normalised text.
+    live = kept.filter(~pl.col("deleted")).with_columns(
+        normalised_hashes(kept.filter(~pl.col("deleted"))["text"]).alias("_norm")
+    )
+    live = live.with_columns(pl.col("doc_id").first().over("_norm").alias("_first"))
+    copies = live.filter(pl.col("doc_id") != pl.col("_first"))
+    dropped_copies = rules.duplicate_action == "drop"
+    text_dups = copies.select(
+        "_file", "_line", pl.lit(DUPLICATE).alias("kind"), "doc_id",
+        pl.col("_first").alias("duplicate_of"),
+        pl.format("duplicate: same normalised text as {}", "_first").alias("reason"),
+    )  # fmt: skip
+    flags: dict[str, str] = {} if dropped_copies else dict(copies.select("doc_id", "_first").iter_rows())
+    remaining = live.filter(pl.col("doc_id") == pl.col("_first")) if dropped_copies else live
+    near = near_duplicates(
+        remaining["doc_id"].to_list(), remaining["text"].to_list(), threshold=rules.near_duplicate_threshold
+    )
+    near_rows = pl.DataFrame(
+        [(d.id, d.of, d.similarity) for d in near], schema={"doc_id": pl.String, "of": pl.String, "sim": pl.Float64},
+        orient="row",
+    )  # fmt: skip
+    if rules.near_duplicate_action == "drop":
+        near_losers = (
+            remaining.join(near_rows, on="doc_id")
+            .select(
+                "_file", "_line", pl.lit(NEAR_DUPLICATE).alias("kind"), "doc_id", pl.col("of").alias("duplicate_of"),
+                pl.format("near_duplicate: Jaccard {} with {}", "sim", "of").alias("reason"),
+            )
+        )  # fmt: skip
+    else:
+        near_losers = pl.DataFrame(schema=LOSER_SCHEMA)
+        flags.update({d.id: d.of for d in near})
+    losers = pl.concat(
+        [
+            f.cast(LOSER_SCHEMA)  # type: ignore[arg-type]
+            for f in (resent, superseded, text_dups if dropped_copies else None, near_losers)
+            if f is not None
+        ]  # type: ignore[arg-type]
+    )
+    out = kept.join(losers.select("_file", "_line"), on=["_file", "_line"], how="anti")
+    out = out.with_columns(
+        pl.col("doc_id")
+        .replace_strict(flags, default=None, return_dtype=pl.String)
+        .alias("near_duplicate_of")
+    ).drop("_at")
+    return out.sort("doc_id"), losers.sort("_file", "_line")
 
 
 # --------------------------------------------------------------------------- gold
@@ -379,6 +529,27 @@ def union_documents(silver_frames: list[pl.DataFrame]) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame(schema={c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS})
     return pl.concat(frames, how="vertical").sort("doc_id")
+
+
+def with_metadata_columns(frame: pl.DataFrame, fields: Mapping[str, MetadataField]) -> pl.DataFrame:
+    """Every metadata field as a typed column of its own (decoded from the ``metadata`` JSON), so
+    gold and the index can filter on it. A field a row lacks gets the field's default."""
+    if not fields:
+        return frame
+    struct = pl.Struct({name: pl.String() for name in fields})
+    decoded = frame.select(
+        pl.col("metadata").fill_null("{}").str.json_decode(struct).struct.unnest()
+    ) if frame.height else pl.DataFrame(schema={name: pl.String() for name in fields})  # fmt: skip
+    columns = []
+    for name, spec in fields.items():
+        text = decoded[name] if name in decoded.columns else pl.Series(name, [None] * frame.height, pl.String)
+        if spec.default is not None:
+            text = text.fill_null(_as_text(spec.default))
+        typed = pl.DataFrame({name: text}).select(
+            _typed(name, FieldSpec(name, spec.type)).cast(spec.dtype).alias(name)
+        )
+        columns.append(typed[name])
+    return frame.with_columns(columns)
 
 
 def snapshot_tombstones(current: pl.DataFrame, earlier: pl.DataFrame, batch: str) -> pl.DataFrame:

@@ -1,0 +1,168 @@
+"""Contract versions: detect the version a record was written under, migrate it up to the current one.
+
+A record names its version in the contract's ``version_field``, or its shape gives it away: the
+known version whose field names overlap most with the record's keys (ties go to the newer one).
+Migrations run in a chain, version by version, on the parsed record before it is typed, so
+bronze keeps the raw bytes and silver always holds the current contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from embedding_assets.lib.contracts import Contract, Migration, MigrationStep
+
+UNKNOWN_VERSION = -1
+
+
+@dataclass(frozen=True)
+class Migrated:
+    record: dict[str, Any]
+    version: int  # detected; UNKNOWN_VERSION when the version field holds something unreadable
+    steps: int = 0  # migration steps applied
+    reasons: list[str] = field(default_factory=list)
+
+
+def detect_version(contract: Contract, record: Mapping[str, Any]) -> int:
+    if contract.version_field and record.get(contract.version_field) not in (None, ""):
+        raw = str(record[contract.version_field]).strip().lower().removeprefix("v")
+        try:
+            return int(float(raw))
+        except ValueError:
+            return UNKNOWN_VERSION
+    shapes = contract.shapes()
+    if len(shapes) == 1:
+        return contract.version
+    keys = {k for k, v in record.items() if v is not None} - {contract.version_field}
+
+    def score(version: int) -> tuple[float, int]:
+        names = shapes[version]
+        union = len(keys | names) or 1
+        return len(keys & names) / union, version
+
+    return max(shapes, key=score)
+
+
+def migration_path(contract: Contract, start: int) -> list[Migration] | None:
+    """Migrations from ``start`` up to the current version (greedy: the biggest step first)."""
+    path: list[Migration] = []
+    version = start
+    while version != contract.version:
+        options = [m for m in contract.migrations if m.from_version == version]
+        if not options:
+            return None
+        step = max(options, key=lambda m: m.to_version)
+        path.append(step)
+        version = step.to_version
+    return path
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _cast(value: Any, to: str) -> Any:
+    """Best effort: a value that will not cast is left as it is, and typing quarantines it with a reason."""
+    if value is None:
+        return None
+    try:
+        if to == "int":
+            number = float(value)
+            return int(number) if number.is_integer() else value
+        if to == "float":
+            return float(value)
+        if to == "bool":
+            low = str(value).strip().lower()
+            return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+                low, value
+            )
+    except (TypeError, ValueError):
+        return value
+    return str(value)
+
+
+def apply_step(record: dict[str, Any], step: MigrationStep) -> None:
+    a = step.args
+    if step.kind == "rename":
+        if a["from"] in record:
+            record[a["to"]] = record.pop(a["from"])
+    elif step.kind == "add":
+        if record.get(a["field"]) is None:
+            record[a["field"]] = a.get("default")
+    elif step.kind == "cast":
+        record[a["field"]] = _cast(record.get(a["field"]), a["to"])
+    elif step.kind == "split":
+        into: list[str] = list(a["into"])
+        value = _text(record.get(a["field"]))
+        parts = value.split(a.get("separator", "\n\n"), len(into) - 1) if value is not None else []
+        if a["field"] not in into:
+            record.pop(a["field"], None)
+        for i, name in enumerate(into):
+            record[name] = parts[i].strip() if i < len(parts) else None
+    elif step.kind == "merge":
+        sources: list[str] = list(a["fields"])
+        texts = [t.strip() for t in (_text(record.get(n)) for n in sources) if t and t.strip()]
+        joined = a.get("separator", "\n\n").join(texts)
+        for name in sources:
+            if name != a["into"]:
+                record.pop(name, None)
+        record[a["into"]] = joined or None
+    elif step.kind == "drop":
+        record.pop(a["field"], None)
+    else:  # the JSON Schema admits no other kind
+        raise ValueError(f"unknown migration step {step.kind!r}")
+
+
+def migrate(contract: Contract, record: Mapping[str, Any]) -> Migrated:
+    """The record under the current contract, or the reason it cannot get there."""
+    version = detect_version(contract, record)
+    out = dict(record)
+    if contract.version_field:
+        out.pop(contract.version_field, None)
+    if version == contract.version:
+        return Migrated(out, version)
+    if version == UNKNOWN_VERSION:
+        value = record.get(contract.version_field or "")
+        return Migrated(
+            out,
+            version,
+            reasons=[
+                f"unknown_version: field '{contract.version_field}' holds {value!r}, not a version number"
+            ],
+        )
+    path = migration_path(contract, version)
+    if path is None:
+        return Migrated(
+            out,
+            version,
+            reasons=[
+                f"no_migration: record is contract v{version} and no migration leads from it to "
+                f"v{contract.version}"
+            ],
+        )
+    steps = 0
+    for migration in path:
+        for step in migration.steps:
+            apply_step(out, step)
+            steps += 1
+    return Migrated(out, version, steps)
+
+
+def breaking_fields(contract: Contract, records: list[Mapping[str, Any]], deleted: list[bool]) -> list[str]:
+    """A breaking change, named by field: required fields that no live record of the batch has
+    (after migration), and fields every record has that the contract does not know."""
+    live = [r for r, d in zip(records, deleted, strict=True) if not d]
+    if not live:
+        return []
+    problems = []
+    for name, spec in contract.fields.items():
+        if spec.required and spec.default is None and all(r.get(name) in (None, "") for r in live):
+            unknown = sorted(set.intersection(*(set(r) for r in live)) - set(contract.referenced_fields))
+            hint = f"; the rows have unknown fields {unknown}" if unknown else ""
+            problems.append(
+                f"field '{name}' is required by contract v{contract.version} but missing from all "
+                f"{len(live)} live rows{hint}: add a migration (rename/add) or fix the source"
+            )
+    return problems
