@@ -152,5 +152,9 @@ def chunk_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
 
 
 def chunks_version(chunks: pl.DataFrame) -> str:
-    """Data version of gold/chunks: which chunks, with which text, of which document version."""
-    return frame_hash(chunks, ["chunk_id", "chunk_hash", "updated_at"], sort_by=["chunk_id"])
+    """Data version of gold/chunks: which chunks, with which text, title and metadata, of which
+    document version. A metadata-only change (a contract adding a field) re-runs the index, while
+    the embedding cache, keyed by chunk text, embeds nothing."""
+    return frame_hash(
+        chunks, ["chunk_id", "chunk_hash", "updated_at", "title", "metadata"], sort_by=["chunk_id"]
+    )

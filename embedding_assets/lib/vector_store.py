@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -13,9 +14,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from embedding_assets.lib.contracts import MetadataField
 from embedding_assets.lib.embedder import model_slug
 from embedding_assets.lib.faults import fault_point
 from embedding_assets.lib.retry import Backoff, retry
+from embedding_assets.lib.transforms import with_metadata_columns
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SearchMode = Literal["vector", "fts", "hybrid"]
@@ -31,6 +34,15 @@ INDEX_COLUMNS = [
     "updated_at",
     "metadata",
 ]
+
+
+ARROW_TYPES = {
+    "str": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "datetime": pa.timestamp("us", tz="UTC"),
+}
 
 
 def _in_list(column: str, values: list[str]) -> str:
@@ -128,13 +140,23 @@ class RepairResult:
 
 
 class VectorStore:
-    def __init__(self, uri: str, model_id: str, dimension: int, ann_min_rows: int = 5000) -> None:
+    def __init__(
+        self,
+        uri: str,
+        model_id: str,
+        dimension: int,
+        ann_min_rows: int = 5000,
+        metadata: Mapping[str, MetadataField] | None = None,
+    ) -> None:
         self.uri = uri
         self.model_id = model_id
         self.dimension = dimension
         self.ann_min_rows = ann_min_rows
+        self.metadata = dict(metadata or {})  # typed metadata columns, filterable in search
         self.table_name = f"chunks__{model_slug(model_id)}"
         self._db = lancedb.connect(uri)
+        self._columns_checked = False
+        self.backfilled: list[str] = []
 
     # ------------------------------------------------------------------ schema and table
 
@@ -152,8 +174,24 @@ class VectorStore:
                 pa.field("updated_at", pa.timestamp("us", tz="UTC")),
                 pa.field("metadata", pa.string()),
                 pa.field("vector", pa.list_(pa.float32(), self.dimension)),
+                *(pa.field(f.name, ARROW_TYPES[f.type]) for f in self.metadata.values()),
             ]
         )
+
+    def ensure_metadata_columns(self, table: Any) -> list[str]:
+        """Schema drift: a metadata field added to a contract becomes a column of the existing
+        table, backfilled with the field's default, with no re-embedding. Idempotent: a crash
+        between adding and backfilling is finished by the next call."""
+        have = set(table.schema.names)
+        added = [f.name for f in self.metadata.values() if f.name not in have]
+        if added:
+            _commit(
+                lambda: table.add_columns([pa.field(n, ARROW_TYPES[self.metadata[n].type]) for n in added])
+            )
+        for f in self.metadata.values():
+            if f.default is not None and table.count_rows(f"{f.name} IS NULL"):
+                _commit(lambda f=f: table.update(where=f"{f.name} IS NULL", values={f.name: f.default}))
+        return added
 
     def version(self) -> int:
         return int(self.table().version) if self.exists() else 0
@@ -169,12 +207,27 @@ class VectorStore:
                 pass
         return self._db.open_table(self.table_name)
 
+    def writable_table(self) -> Any:
+        """The table, with its metadata columns brought up to the contracts' (writes only)."""
+        table = self.table()
+        if not self._columns_checked:
+            self.backfilled = self.ensure_metadata_columns(table)
+            self._columns_checked = True
+        return table
+
     def to_arrow_rows(self, chunks: pl.DataFrame) -> pa.Table:
-        frame = chunks.with_columns(pl.col("updated_at").fill_null(EPOCH)).select([*INDEX_COLUMNS, "vector"])
+        frame = with_metadata_columns(
+            chunks.with_columns(pl.col("updated_at").fill_null(EPOCH)), self.metadata
+        )
         vectors = np.asarray(frame["vector"].to_list(), dtype=np.float32).reshape(-1, self.dimension)
-        columns = {c: frame[c].to_arrow() for c in INDEX_COLUMNS}
+        schema = self.table().schema if self.exists() else self.schema()
+        columns = {
+            f.name: frame[f.name].to_arrow() if f.name in frame.columns else pa.nulls(frame.height, f.type)
+            for f in schema
+            if f.name != "vector"
+        }
         columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), self.dimension)
-        return pa.table(columns).cast(self.schema())
+        return pa.table({f.name: columns[f.name] for f in schema}).cast(schema)
 
     def read(self, columns: list[str], where: str | None = None) -> pl.DataFrame:
         if not self.exists():
@@ -208,7 +261,7 @@ class VectorStore:
         ``latest`` (``doc_id``, ``batch``: where each document's newest version lives, deletions
         included) lets a late older batch lose to a deletion the index has no row left to remember.
         """
-        table = self.table()
+        table = self.writable_table()
         docs = documents.with_columns(pl.col("updated_at").fill_null(EPOCH))
         if latest is not None:
             newest_here = docs.join(latest.select("doc_id", "batch"), on=["doc_id", "batch"], how="semi")
@@ -330,7 +383,7 @@ class VectorStore:
         before = self.reconcile(expected)
         if before.ok:
             return RepairResult(before, 0, 0, self.version())
-        table = self.table()
+        table = self.writable_table()
         wanted = rows.filter(pl.col("chunk_id").is_in(before.missing + before.stale))
         extra = before.extra
 
@@ -352,16 +405,22 @@ class VectorStore:
         mode: SearchMode = "hybrid",
         source: str | None = None,
         version: int | None = None,
+        where: str | None = None,
     ) -> list[dict[str, Any]]:
         """Top ``k`` chunks; ``version`` searches the table as it was at that LanceDB version
-        (the ``lancedb_version`` a past ``vector_index`` materialisation recorded)."""
+        (the ``lancedb_version`` a past ``vector_index`` materialisation recorded). ``where`` is a
+        SQL filter on any column, metadata columns included (``priority = 'high'``)."""
         if not self.exists():
             return []
         table = self.table()
         if version is not None:
             table.checkout(version)
-        where = f"source = '{source.replace(chr(39), chr(39) * 2)}'" if source else None
+        filters = [f"source = '{source.replace(chr(39), chr(39) * 2)}'"] if source else []
+        filters += [f"({where})"] if where else []
+        where = " AND ".join(filters) or None
+        have = set(table.schema.names)
         columns = ["chunk_id", "doc_id", "source", "title", "text", "batch", "metadata"]
+        columns += [m for m in self.metadata if m in have]
         started = time.perf_counter()
         if mode == "fts":
             builder = table.search(query, query_type="fts")
