@@ -54,6 +54,23 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 0 if report.after.ok else 1
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    from embedding_assets.lib.lake import Lake
+    from embedding_assets.lib.report import load_reports
+
+    reports = load_reports(Lake(Settings.from_env().lake_uri), args.batch, args.source)
+    if args.json:
+        print(json.dumps([json.loads(r.to_json()) for r in reports], indent=2, sort_keys=True))
+    elif not reports:
+        print("no quality reports: has `embedding-assets sync` run (for this batch)?")
+    else:
+        print("\n\n".join(r.markdown() for r in reports))
+    blocked = [f"{r.source}/{r.batch}" for r in reports if r.blocked]
+    if blocked and not args.json:
+        print(f"\nblocked: {', '.join(blocked)}")
+    return 1 if blocked else 0
+
+
 def run_search(
     settings: Settings,
     queries: list[str],
@@ -61,15 +78,34 @@ def run_search(
     mode: str,
     source: str | None,
     index_version: int | None = None,
+    where: str | None = None,
 ) -> list[dict[str, Any]]:
+    from embedding_assets.lib.contracts import load_contracts, metadata_fields
     from embedding_assets.lib.embedder import build_embedder
     from embedding_assets.lib.vector_store import VectorStore
 
     embedder = build_embedder(settings.embedder, settings.model, settings.device, settings.batch_size)
-    store = VectorStore(settings.lancedb_uri, embedder.model_id, embedder.dimension, settings.ann_min_rows)
+    store = VectorStore(
+        settings.lancedb_uri,
+        embedder.model_id,
+        embedder.dimension,
+        settings.ann_min_rows,
+        metadata=metadata_fields(load_contracts(settings.contracts_dir)),
+    )
     vectors = embedder.encode(queries) if mode != "fts" else [None] * len(queries)
     return [
-        {"query": q, "hits": store.search(q, v, k=k, mode=mode, source=source, version=index_version)}  # type: ignore[arg-type]
+        {
+            "query": q,
+            "hits": store.search(
+                q,
+                v,
+                k=k,
+                mode=mode,  # type: ignore[arg-type]
+                source=source,
+                version=index_version,
+                where=where,
+            ),
+        }
         for q, v in zip(queries, vectors, strict=True)
     ]
 
@@ -83,7 +119,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         print("give a query or --queries-file", file=sys.stderr)
         return 2
-    results = run_search(settings, queries, args.k, args.mode, args.source, args.index_version)
+    results = run_search(settings, queries, args.k, args.mode, args.source, args.index_version, args.where)
     for result in results:
         if args.json:
             hits = [
@@ -123,11 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         "repair", help="make the index equal gold's live chunks (missing, extra, stale rows), then reconcile"
     )
     p_repair.set_defaults(func=cmd_repair)
+    p_quality = sub.add_parser(
+        "quality", help="the per-batch quality report: rows, quarantine by rule, duplicates, outliers, drift"
+    )
+    p_quality.add_argument("--batch", help="only this batch (default: every batch)")
+    p_quality.add_argument("--source", help="only this source")
+    p_quality.add_argument("--json", action="store_true", help="machine-readable output")
+    p_quality.set_defaults(func=cmd_quality)
     p_search = sub.add_parser("search", help="search the index")
     p_search.add_argument("query", nargs="?")
     p_search.add_argument("-k", type=int, default=10)
     p_search.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="hybrid")
     p_search.add_argument("--source")
+    p_search.add_argument("--where", help="SQL filter on any column, e.g. \"priority = 'high'\"")
     p_search.add_argument("--json", action="store_true")
     p_search.add_argument("--queries-file")
     p_search.add_argument(

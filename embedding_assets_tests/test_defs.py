@@ -46,6 +46,8 @@ def test_blocking_checks_and_sensor_are_declared() -> None:
     assert blocking == {
         "silver_schema",
         "rows_accounted",
+        "contract_compatible",
+        "quarantine_rate",
         "snapshot_deletions",
         "vectors_valid",
         "embedding_failures",

@@ -43,12 +43,14 @@ def test_sync_builds_every_layer_and_applies_updates_and_deletes(
     assert summary.reconciliation.startswith("ok")
 
     silver = pl.read_delta(str(root / "lake" / "silver" / "helpdesk"))
-    assert silver.height == 110 + 40 + 2  # batch 2 adds an update and a deletion marker
+    # batch 2 adds an update and a deletion marker; T-1088 repeats T-1056's text and is dropped as a duplicate
+    assert silver.height == 110 + 40 + 2 - 1
     quarantine = pl.read_delta(str(root / "lake" / "quarantine" / "helpdesk"))
-    assert sorted(quarantine["reason"].str.split(":").list.first().to_list()) == [
-        "invalid_json",
-        "missing_id",
-    ]
+    invalid = quarantine.filter(pl.col("kind") == "invalid")
+    assert sorted(invalid["reason"].str.split(":").list.first().to_list()) == ["invalid_json", "missing_id"]
+    dropped = quarantine.filter(pl.col("kind") == "duplicate")
+    # the older of the two is kept, whatever the row order
+    assert dropped.select("doc_id", "duplicate_of").rows() == [("helpdesk:T-1056", "helpdesk:T-1088")]
 
     index = _index_rows(root)
     assert index["chunk_id"].is_duplicated().sum() == 0
@@ -197,7 +199,7 @@ def test_landing_sensor_registers_requests_and_stays_quiet(
 
 def test_new_jsonl_source_needs_only_a_contract_and_files(root: Path, instance: dg.DagsterInstance) -> None:
     (root / "contracts" / "reviews.yaml").write_text(
-        "source: reviews\nformat: jsonl\nid: review_id\ntext: [headline, review]\nupdated_at: written\n"
+        "source: reviews\nowner: reviews@example.com\nformat: jsonl\nid: review_id\ntext: [headline, review]\nupdated_at: written\n"
         "metadata: [stars]\nfields:\n  review_id: {type: str, required: true}\n  stars: {type: int}\n"
         "  written: {type: datetime}\n"
     )

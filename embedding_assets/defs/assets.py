@@ -19,7 +19,7 @@ from embedding_assets.defs.state import (
 )
 from embedding_assets.lib import bronze as bronze_lib
 from embedding_assets.lib.chunking import CHUNK_SCHEMA, chunk_documents, chunks_version
-from embedding_assets.lib.contracts import Contract, contract_version, load_contract
+from embedding_assets.lib.contracts import Contract, contract_version, load_contract, metadata_fields
 from embedding_assets.lib.embedder import Embedder
 from embedding_assets.lib.embedding import (
     CACHE_SCHEMA,
@@ -34,6 +34,7 @@ from embedding_assets.lib.hashing import frame_hash, sha256_text
 from embedding_assets.lib.lake import Lake
 from embedding_assets.lib.landing import read_raw_batch, scan_landing
 from embedding_assets.lib.planner import earlier_key
+from embedding_assets.lib.report import QUALITY_TABLE, REPORT_SCHEMA, assess, centroid_drift
 from embedding_assets.lib.retry import Backoff
 from embedding_assets.lib.schemas import SilverDocuments, silver_failures
 from embedding_assets.lib.transforms import (
@@ -46,6 +47,7 @@ from embedding_assets.lib.transforms import (
     quarantine_version,
     snapshot_tombstones,
     union_documents,
+    with_metadata_columns,
 )
 from embedding_assets.lib.vector_store import ExpectedIndex
 
@@ -77,6 +79,38 @@ def _inputs(
     context: dg.AssetExecutionContext, deps: list[dg.AssetKey], extra: dict[str, str]
 ) -> dict[str, str]:
     return {**current_versions(context.instance, deps, context.partition_key), **extra}
+
+
+def silver_checks(contract: Contract) -> list[tuple[str, bool, str]]:
+    """(name, blocking, description) of silver's checks; the contract decides which ones block."""
+    q = contract.quality
+    return [
+        ("silver_schema", True, "Rows conform to the pandera silver schema."),
+        ("rows_accounted", True, "Rows read = silver + quarantined + duplicates dropped."),
+        ("contract_compatible", True, "Every row is, or migrates to, the current contract version."),
+        ("quarantine_rate", True, f"At most {q.max_quarantine_rate:.0%} of the rows are quarantined."),
+        ("length_outliers", q.outlier_block, "Few texts have an outlying length (robust z-score)."),
+        ("missing_values", False, "Optional fields are filled at least as often as the contract expects."),
+        ("drift", q.drift.block, "The batch looks like the trailing reference batches (PSI, KS)."),
+    ]
+
+
+def reference_batches(
+    lake: Lake,
+    table: str,
+    batch: str,
+    n: int,
+    where: pl.Expr | None = None,
+    schema: pl.Schema = SILVER_SCHEMA,
+) -> pl.DataFrame:
+    """The rows of the ``n`` batches before ``batch`` (the drift reference)."""
+    lazy = lake.scan(table)
+    if lazy is None:
+        return pl.DataFrame(schema=schema)
+    if where is not None:
+        lazy = lazy.filter(where)
+    earlier = lazy.filter(pl.col("batch") < batch).select("batch").unique().collect()["batch"].sort()
+    return lazy.filter(pl.col("batch").is_in(earlier.tail(n).implode())).collect()
 
 
 def layer_key(layer: str, source: str) -> dg.AssetKey:
@@ -163,24 +197,15 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
                 group_name=group,
                 tags=tags,
                 kinds={"delta", "polars"},
-                description=f"{source} rows that failed validation, with every reason.",
+                description=f"Every {source} row that did not reach silver: invalid rows with every reason, "
+                "and deduplication losers (duplicate, near_duplicate, superseded) with their winner.",
             ),
         ],
         check_specs=[
             dg.AssetCheckSpec(
-                "silver_schema",
-                asset=silver_key,
-                blocking=True,
-                partitions_def=batches,
-                description="Rows conform to the pandera silver schema.",
-            ),
-            dg.AssetCheckSpec(
-                "rows_accounted",
-                asset=silver_key,
-                blocking=True,
-                partitions_def=batches,
-                description="Rows read = silver + quarantined + duplicates dropped.",
-            ),
+                name, asset=silver_key, blocking=blocking, partitions_def=batches, description=description
+            )
+            for name, blocking, description in silver_checks(contract)
         ],
         partitions_def=batches,
         name=f"silver_{source}",
@@ -195,28 +220,24 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
             lake.read_batch(f"bronze/{source}", batch, bronze_lib.BRONZE_SCHEMA)
         )
         result = bronze_to_silver(current, bronze_lib.as_raw_records(rows), batch)
+        reference = reference_batches(
+            lake, f"silver/{source}", batch, current.quality.drift.reference_batches
+        )
+        quality = assess(current, result, batch, reference, schema_failures=silver_failures(result.silver))
         silver_version = lake.overwrite_batch(f"silver/{source}", result.silver, batch)
         fault_point("silver.between_tables")
-        quarantine_delta = lake.overwrite_batch(f"quarantine/{source}", result.quarantine, batch)
+        quarantine_delta = lake.overwrite_batch(f"quarantine/{source}", result.rejected, batch)
+        lake.overwrite_batch(
+            QUALITY_TABLE,
+            pl.DataFrame(
+                [(source, batch, quality.to_json(), not quality.blocked)], schema=REPORT_SCHEMA, orient="row"
+            ),
+            batch,
+            extra_predicate=f"source = '{source}'",
+        )
         fault_point("silver.after_write")
-        failures = silver_failures(result.silver)
-        accounting = (
-            f"read {result.rows_read} = silver {result.silver.height} + quarantined {result.quarantine.height}"
-            f" + duplicates {result.duplicates_dropped}"
-        )
-        blocked = "; ".join(
-            ([f"silver_schema: {failures[0]}"] if failures else [])
-            + ([f"rows_accounted: {accounting}"] if not result.accounted else [])
-        )
         inputs = inputs_metadata(
             _inputs(context, [bronze.key], {f"contract/{source}": contract_version(current)})
-        )
-        reasons = (
-            result.quarantine.explode("reasons")
-            .with_columns(pl.col("reasons").str.split(":").list.first().alias("rule"))
-            .group_by("rule")
-            .len()
-            .sort("rule")
         )
         yield dg.MaterializeResult(
             asset_key=silver_key,
@@ -224,42 +245,45 @@ def build_source_assets(contract: Contract) -> list[dg.AssetsDefinition | dg.Sou
             metadata={
                 "dagster/row_count": result.silver.height,
                 "rows_read": result.rows_read,
-                "rows_quarantined": result.quarantine.height,
+                "rows_quarantined": quality.quarantined,
                 "duplicates_dropped": result.duplicates_dropped,
-                "superseded": result.superseded,
+                "superseded": quality.superseded,
+                "near_duplicates_flagged": quality.near_duplicates_flagged,
                 "deleted_markers": int(result.silver["deleted"].sum()),
-                "quarantine_rate": result.quarantine.height / result.rows_read if result.rows_read else 0.0,
+                "quarantine_rate": quality.quarantine_rate,
+                "outlier_rate": quality.outlier_rate,
+                **{f"drift/{k}": v for k, v in quality.drift.items()},
+                "rows_migrated": result.migrated,
                 "delta_version": silver_version,
                 "contract_version": current.version,
-                BLOCKED_KEY: blocked,
+                "quality_report": dg.MetadataValue.md(quality.markdown()),
+                BLOCKED_KEY: "; ".join(f"{c.name}: {c.message}" for c in quality.blocked),
                 **inputs,
             },
         )
         yield dg.MaterializeResult(
             asset_key=quarantine_key,
-            data_version=dg.DataVersion(quarantine_version(result.quarantine)),
+            data_version=dg.DataVersion(quarantine_version(result.rejected)),
             metadata={
-                "dagster/row_count": result.quarantine.height,
+                "dagster/row_count": result.rejected.height,
+                "invalid": quality.quarantined,
                 "delta_version": quarantine_delta,
                 "by_rule": dg.MetadataValue.md(
                     "| rule | rows |\n|---|---|\n"
-                    + "".join(f"| {r} | {n} |\n" for r, n in reasons.iter_rows())
+                    + "".join(f"| {r} | {n} |\n" for r, n in quality.by_rule.items())
                 ),
                 **inputs,
             },
         )
-        yield dg.AssetCheckResult(
-            asset_key=silver_key,
-            check_name="silver_schema",
-            passed=not failures,
-            metadata={"failures": len(failures), "first_failures": "\n".join(failures[:5])},
-        )
-        yield dg.AssetCheckResult(
-            asset_key=silver_key,
-            check_name="rows_accounted",
-            passed=result.accounted,
-            metadata={"accounting": accounting},
-        )
+        for outcome in quality.checks:
+            yield dg.AssetCheckResult(
+                asset_key=silver_key,
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
+                description=outcome.message,
+                metadata={"message": outcome.message},
+            )
 
     return [landing, bronze, silver]
 
@@ -308,7 +332,9 @@ def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinitio
             earlier_inputs[earlier_key(key_str(silver_key))] = earlier_partitions_version(
                 context.instance, silver_key, batch
             )
-        documents = union_documents([*silvers.values(), *tombstones])
+        documents = with_metadata_columns(
+            union_documents([*silvers.values(), *tombstones]), metadata_fields(pipeline.contracts())
+        )
         version = lake.overwrite_batch("gold/documents", documents, batch)
         fault_point("gold.after_write")
         yield dg.MaterializeResult(
@@ -391,6 +417,13 @@ def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinitio
             partitions_def=batches,
             description="Chunks that failed permanently (dead-lettered) stay under the allowed rate.",
         ),
+        dg.AssetCheckSpec(
+            "embedding_drift",
+            asset=EMBEDDINGS,
+            partitions_def=batches,
+            description="Per source, the cosine distance between this batch's embedding centroid and the "
+            "trailing reference batches' stays under the contract's max_centroid_distance (a warning).",
+        ),
     ],
     retry_policy=STEP_RETRY,
 )
@@ -422,6 +455,15 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource):  
         DEAD_LETTER_TABLE, result.dead_letter, batch, extra_predicate=model_predicate
     )
     fault_point("embed.after_write")
+    contracts = pipeline.contracts()
+    n_ref = max((c.quality.drift.reference_batches for c in contracts.values()), default=4)
+    reference = reference_batches(lake, "embeddings", batch, n_ref, of_model, EMBEDDING_SCHEMA)
+    drift = centroid_drift(result.frame, reference)
+    drift_over = {
+        s: d
+        for s, d in drift.items()
+        if s in contracts and d > contracts[s].quality.drift.max_centroid_distance
+    }
     failure_rate = result.chunks_failed / result.chunks_total if result.chunks_total else 0.0
     too_many = failure_rate > settings.max_embed_failure_rate
     failures_summary = (
@@ -438,6 +480,7 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource):  
             "chunks_failed": result.chunks_failed,
             "retries": result.retries,
             "encode_seconds": round(result.encode_seconds, 3),
+            **{f"drift/centroid_distance/{s}": d for s, d in drift.items()},
             "delta_version": version,
             "dead_letter_delta_version": dead_version,
             **provenance(embedder, pipeline),
@@ -457,6 +500,17 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource):  
             "max_failure_rate": settings.max_embed_failure_rate,
             "errors": "\n".join(sorted(set(result.dead_letter["error"].to_list()))[:5]) or "none",
         },
+    )
+    yield dg.AssetCheckResult(
+        check_name="embedding_drift",
+        passed=not drift_over,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=", ".join(
+            f"{s}: {d:.3f} > {contracts[s].quality.drift.max_centroid_distance}"
+            for s, d in drift_over.items()
+        )
+        or ("centroids within thresholds" if drift else "no reference batches yet"),
+        metadata={f"centroid_distance/{s}": d for s, d in drift.items()},
     )
 
 
@@ -511,6 +565,7 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):
             "table": store.table_name,
             "lancedb_version": store.version(),
             "lancedb_merge_version": applied.table_version,
+            "metadata_columns_backfilled": ", ".join(store.backfilled) or "none",
             "docs_written": applied.docs_written,
             "docs_skipped_older": applied.docs_skipped_older,
             "docs_deleted": applied.docs_deleted,

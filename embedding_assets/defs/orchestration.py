@@ -98,6 +98,11 @@ class SyncPlan:
     def blocked(self) -> dict[str, list[str]]:
         return {b: p.blocked for b, p in sorted(self.plans.items()) if p.blocked}
 
+    @property
+    def blocked_why(self) -> dict[str, dict[str, str]]:
+        """{batch: {asset: the failed blocking check's message}} where the block starts."""
+        return {b: dict(p.why) for b, p in sorted(self.plans.items()) if p.why}
+
 
 def active_partitions(instance: dg.DagsterInstance) -> set[str]:
     records = instance.get_run_records(dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES))

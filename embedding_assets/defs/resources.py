@@ -12,7 +12,7 @@ import dagster as dg
 
 from embedding_assets.config import Settings
 from embedding_assets.lib.chunking import Chunker, ChunkerSettings
-from embedding_assets.lib.contracts import Contract, contract_version, load_contracts
+from embedding_assets.lib.contracts import Contract, contract_version, load_contracts, metadata_fields
 from embedding_assets.lib.embedder import Embedder, build_embedder, resolve_model
 from embedding_assets.lib.lake import Lake
 from embedding_assets.lib.vector_store import VectorStore
@@ -91,7 +91,13 @@ class PipelineResource(dg.ConfigurableResource):
 
     def vector_store(self, embedder: Embedder) -> VectorStore:
         s = self.settings()
-        return VectorStore(s.lancedb_uri, embedder.model_id, embedder.dimension, s.ann_min_rows)
+        return VectorStore(
+            s.lancedb_uri,
+            embedder.model_id,
+            embedder.dimension,
+            s.ann_min_rows,
+            metadata=metadata_fields(load_contracts(s.contracts_dir)),
+        )
 
     def chunker_version(self) -> str:
         s = self.settings()

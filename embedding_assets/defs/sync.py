@@ -70,6 +70,7 @@ class SyncSummary:
     runs: int = 0
     failed: list[str] = field(default_factory=list)
     blocked: dict[str, list[str]] = field(default_factory=dict)
+    blocked_why: dict[str, dict[str, str]] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
     new_batches: list[str] = field(default_factory=list)
     materialized: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -104,7 +105,9 @@ class SyncSummary:
         lines += [f"skipped: batch {b} is being materialised by another run" for b in self.busy]
         lines += [f"refused: {r}" for r in self.rejected]
         lines += [f"FAILED: {f}" for f in self.failed]
-        lines += [f"BLOCKED: batch {b} at {', '.join(k)}" for b, k in self.blocked.items()]
+        for b, keys in self.blocked.items():
+            lines.append(f"BLOCKED: batch {b} at {', '.join(keys)}")
+            lines += [f"  {asset}: {why}" for asset, why in self.blocked_why.get(b, {}).items()]
         return "\n".join(lines)
 
 
@@ -132,6 +135,7 @@ def sync(
         summary.rejected = list(plan.scan.rejected)
         summary.new_batches += plan.new_partitions
         summary.blocked = plan.blocked
+        summary.blocked_why = plan.blocked_why
         summary.busy = sorted(plan.busy & set(plan.plans))
         runs = plan.runs
         if retry_dead_letters and _wave == 0:

@@ -71,7 +71,7 @@ def forecast_partition(
         versions[f"bronze/{source}"] = bronze_lib.bronze_version(latest)
         result = bronze_to_silver(contract, bronze_lib.as_raw_records(latest), batch)
         versions[f"silver/{source}"] = documents_version(result.silver)
-        versions[f"quarantine/{source}"] = quarantine_version(result.quarantine)
+        versions[f"quarantine/{source}"] = quarantine_version(result.rejected)
         silvers[source] = result.silver
     tombstones = [
         snapshot_tombstones(

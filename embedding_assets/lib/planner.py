@@ -43,6 +43,7 @@ class Materialized:
 class PartitionPlan:
     partition: str
     status: Mapping[str, Status]
+    why: Mapping[str, str] = field(default_factory=dict)  # asset -> the failed blocking check's message
 
     @property
     def to_run(self) -> list[str]:
@@ -70,7 +71,8 @@ def plan_partition(
         running = {n.group for n in nodes if status[n.key] is Status.RUN}
         more = {n.key for n in nodes if n.group in running and status[n.key] is Status.FRESH} - forced
         if not more:
-            return PartitionPlan(partition, status)
+            why = {k: m.blocked for k, m in state.items() if m.blocked and status.get(k) is Status.BLOCKED}
+            return PartitionPlan(partition, status, why)
         forced |= more
 
 
