@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export LANCEDB_LOG ?= error
 
-.PHONY: install run sync search test test-fast dev bench lint sample clean
+.PHONY: install run sync search test test-fast dev bench bench-smoke lint sample clean
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -45,9 +45,15 @@ test-fast: install
 dev: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
+bench: install  ## benchmarks as ratios against same-run baselines -> bench/results/<date>.{json,md} (long)
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-smoke: install  ## the same code at toy sizes, in seconds (figures mean nothing)
+	$(PY) -m bench --smoke
+
 lint: install
-	$(VENV)/bin/ruff format --check embedding_assets embedding_assets_tests
-	$(VENV)/bin/ruff check embedding_assets embedding_assets_tests
+	$(VENV)/bin/ruff format --check embedding_assets embedding_assets_tests bench
+	$(VENV)/bin/ruff check embedding_assets embedding_assets_tests bench
 	$(VENV)/bin/mypy embedding_assets
 
 sample:  ## regenerate the committed sample landing data

@@ -10,6 +10,7 @@ import hashlib
 import math
 import re
 import unicodedata
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,12 +179,18 @@ def near_duplicates(
         return []
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=_LSH_WEIGHTS)
+    # One set of permutations for every text (datasketch draws them anew per MinHash otherwise),
+    # and CRC32 as the shingle hash: both were most of the time at 20k rows (bench/: data path).
+    template = MinHash(num_perm=num_perm, seed=seed)
+    permutations, scheme = template.permutations, template.scheme
     kept_order: dict[str, int] = {}
     kept_shingles: dict[str, set[str]] = {}
     found: list[NearDuplicate] = []
     for doc_id, text in zip(ids, texts, strict=True):
         shingles = _shingles(text, shingle)
-        minhash = MinHash(num_perm=num_perm, seed=seed)
+        minhash = MinHash(
+            num_perm=num_perm, seed=seed, hashfunc=zlib.crc32, permutations=permutations, scheme=scheme
+        )
         minhash.update_batch([s.encode("utf-8") for s in shingles])
         best: tuple[int, str, float] | None = None
         for candidate in lsh.query(minhash):

@@ -1,0 +1,1 @@
+"""``make bench``: performance as ratios against baselines measured in the same run."""

@@ -1,0 +1,155 @@
+"""``python -m bench [--smoke] [--only SECTION ...]``: run the benchmarks, write
+``bench/results/<date>.json`` and ``<date>.md``, and point ``bench/results/latest.md`` at them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECTIONS = ("embed_stage", "incremental", "datapath", "index", "orchestration")
+
+
+def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("LANCEDB_LOG", "error")
+    warnings.filterwarnings("ignore")
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, hashing embedder: seconds, not figures"
+    )
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the data-path section")
+    parser.add_argument("--vectors", type=int, default=1_000_000, help="vectors for the index section")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "smoke": args.smoke,
+        "machine": machine(),
+    }
+    cost = None
+    for name in args.only:
+        started = time.perf_counter()
+        print(f"[bench] {name} ...", flush=True)
+        if name == "embed_stage":
+            from bench import embed_stage
+
+            report[name] = embed_stage.run(args.smoke)
+            cost = 1 / report[name]["raw_chunks_per_s"]
+        elif name == "incremental":
+            from bench import incremental
+
+            if cost is None and not args.smoke:
+                from bench.embed_stage import sample_chunks
+                from embedding_assets.lib.embedder import SentenceTransformerEmbedder
+
+                embedder = SentenceTransformerEmbedder(device="auto")
+                texts = sample_chunks(300, embedder)["text"].to_list()
+                embedder.encode(texts[:32])
+                t0 = time.perf_counter()
+                embedder.encode(texts)
+                cost = (time.perf_counter() - t0) / len(texts)
+            report[name] = incremental.run(0.0 if args.smoke else float(cost or 0.0), args.smoke)
+        elif name == "datapath":
+            from bench import datapath
+
+            report[name] = datapath.run(args.rows, args.smoke)
+        elif name == "index":
+            from bench import index
+
+            report[name] = index.run(args.vectors, args.smoke)
+        elif name == "orchestration":
+            from bench import orchestration
+
+            report[name] = orchestration.run(args.smoke)
+        report[name]["section_s"] = round(time.perf_counter() - started, 1)
+        print(json.dumps(report[name], indent=2), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = ("smoke-" if args.smoke else "") + datetime.now(UTC).strftime("%Y-%m-%d")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(render(report))
+    if not args.smoke:
+        (args.out / "latest.md").write_text(render(report))
+    print(f"[bench] wrote {args.out / stem}.json and .md")
+    return 0
+
+
+def render(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Benchmarks, {report['date']}{' (smoke: sizes too small to mean anything)' if report['smoke'] else ''}",
+        "",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
+        f"Python {m['python']}, torch {m['torch']}, polars {m['polars']}.",
+        "Every figure is a ratio against a baseline measured in the same run.",
+        "",
+        "| section | figure | value | target |",
+        "|---|---|---|---|",
+    ]
+    e = report.get("embed_stage")
+    if e:
+        lines.append(
+            f"| 1 embedding stage | pipeline / raw `encode` throughput ({e['chunks']} chunks, {e['embedder']}, {e['device']}) | **{e['ratio']}** ({e['pipeline_chunks_per_s']} vs {e['raw_chunks_per_s']} chunks/s) | ≥ 0.95 |"
+        )
+    i = report.get("incremental")
+    if i:
+        lines.append(
+            f"| 2 incrementality | chunks embedded / chunks changed ({i['documents_edited']} of {i['documents']} docs edited) | **{i['edit_chunks_embedded']} / {i['changed_chunks']}** | equal |"
+        )
+        lines.append(
+            f"| 2 incrementality | edit run / full run wall time | **{i['edit_over_full']}** ({i['edit_s']} s vs {i['full_s']} s) | ≤ 0.05 |"
+        )
+        lines.append(
+            f"| 2 incrementality | no-change sync | {i['no_change_s']} s, {i['no_change_runs']} runs | |"
+        )
+    d = report.get("datapath")
+    if d:
+        lines.append(
+            f"| 3 data path ({d['rows']:,} rows) | rows/s vs pandas `iterrows` | **{d['speedup_vs_pandas']}×** ({d['ours']['rows_per_s']:,} vs {d['pandas_iterrows']['rows_per_s']:,} rows/s) | ≥ 50× |"
+        )
+        lines.append(
+            f"| 3 data path | rows/s vs polars read + write floor | **{d['fraction_of_polars_floor']}** ({d['polars_floor']['rows_per_s']:,} rows/s) | ≥ 0.5 |"
+        )
+        lines.append(
+            f"| 3 data path | peak RSS: ours / pandas / floor | {d['ours']['peak_rss_mib']} / {d['pandas_iterrows']['peak_rss_mib']} / {d['polars_floor']['peak_rss_mib']} MiB | |"
+        )
+    x = report.get("index")
+    if x:
+        lines.append(
+            f"| 4 index ({x['vectors']:,} × {x['dimension']}) | ingest | {x['ingest_vectors_per_s']:,} vectors/s | |"
+        )
+        for name in ("ivf_hnsw_sq", "ivf_pq"):
+            for probe in ("nprobes_10", "nprobes_20", "nprobes_40"):
+                f = x[name][probe]
+                lines.append(
+                    f"| 4 index | {name} (build {x[name]['build_s']} s), {probe}: recall@10, p50 / p99 | **{f['recall_at_10']}**, {f['p50_ms']} / {f['p99_ms']} ms | ≥ 0.95, p99 < 10 ms |"
+                )
+        lines.append(
+            f"| 4 index | FTS p50 / p99; hybrid p50 / p99 | {x['fts_p50_ms']} / {x['fts_p99_ms']} ms; {x['hybrid_p50_ms']} / {x['hybrid_p99_ms']} ms | |"
+        )
+    o = report.get("orchestration")
+    if o:
+        p = o["partition"]
+        lines.append(
+            f"| 5 orchestration | one partition through Dagster / direct calls ({p['documents']} docs) | **{p['dagster_over_direct']}×** ({p['dagster_s']} s vs {p['direct_s']} s) | |"
+        )
+        t = o["no_change_tick"]
+        lines.append(
+            f"| 5 orchestration | no-change sensor tick, {t['batches']} batches | **{t['tick_s']} s** | < 2 s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
