@@ -34,7 +34,7 @@ from embedding_assets.lib.hashing import frame_hash, sha256_text
 from embedding_assets.lib.lake import Lake
 from embedding_assets.lib.landing import read_raw_batch, scan_landing
 from embedding_assets.lib.planner import earlier_key
-from embedding_assets.lib.report import QUALITY_TABLE, REPORT_SCHEMA, assess, centroid_drift
+from embedding_assets.lib.report import QUALITY_TABLE, REPORT_SCHEMA, assess, centroid_drift, silver_checks
 from embedding_assets.lib.retry import Backoff
 from embedding_assets.lib.schemas import SilverDocuments, silver_failures
 from embedding_assets.lib.transforms import (
@@ -79,20 +79,6 @@ def _inputs(
     context: dg.AssetExecutionContext, deps: list[dg.AssetKey], extra: dict[str, str]
 ) -> dict[str, str]:
     return {**current_versions(context.instance, deps, context.partition_key), **extra}
-
-
-def silver_checks(contract: Contract) -> list[tuple[str, bool, str]]:
-    """(name, blocking, description) of silver's checks; the contract decides which ones block."""
-    q = contract.quality
-    return [
-        ("silver_schema", True, "Rows conform to the pandera silver schema."),
-        ("rows_accounted", True, "Rows read = silver + quarantined + duplicates dropped."),
-        ("contract_compatible", True, "Every row is, or migrates to, the current contract version."),
-        ("quarantine_rate", True, f"At most {q.max_quarantine_rate:.0%} of the rows are quarantined."),
-        ("length_outliers", q.outlier_block, "Few texts have an outlying length (robust z-score)."),
-        ("missing_values", False, "Optional fields are filled at least as often as the contract expects."),
-        ("drift", q.drift.block, "The batch looks like the trailing reference batches (PSI, KS)."),
-    ]
 
 
 def reference_batches(

@@ -15,8 +15,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from embedding_assets.lib.contracts import STEP_KINDS, ContractError
+
 CONTRACT_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "contract.schema.json"
-STEP_KINDS = "rename, add, cast, split, merge, drop"
 
 
 @cache
@@ -66,7 +67,7 @@ def _described(error: ValidationError) -> Iterator[tuple[str, str]]:
         return
     if error.validator == "oneOf":
         if len(parts) == 4 and parts[0] == "migrations" and parts[2] == "steps":
-            yield at(), f"a migration step is exactly one of: {STEP_KINDS}"
+            yield at(), f"a migration step is exactly one of: {', '.join(STEP_KINDS)}"
             return
         yield at(), _no_branch_fits(error)
         return
@@ -124,8 +125,6 @@ def schema_errors(raw: object) -> list[tuple[str, str]]:
 
 def validate_contract_document(raw: object, path: Path) -> None:
     """Raise :class:`ContractError` naming the file and the first field at fault, the rest after it."""
-    from embedding_assets.lib.contracts import ContractError
-
     if not isinstance(raw, dict):
         raise ContractError(f"{path}: the contract must be a YAML mapping, not {type(raw).__name__}")
     errors = schema_errors(raw)

@@ -12,8 +12,6 @@ from typing import Any
 import polars as pl
 import yaml
 
-FORMATS = ("jsonl", "csv", "parquet", "markdown", "text")
-FIELD_TYPES = ("str", "int", "float", "bool", "datetime")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PL_TYPES: dict[str, pl.DataType] = {
     "str": pl.String(),

@@ -121,6 +121,20 @@ class BatchQuality:
         return "\n".join(out)
 
 
+def silver_checks(contract: Contract) -> list[tuple[str, bool, str]]:
+    """(name, blocking, description) of silver's checks; the contract decides which ones block."""
+    q = contract.quality
+    return [
+        ("silver_schema", True, "Rows conform to the pandera silver schema."),
+        ("rows_accounted", True, "Rows read = silver + quarantined + duplicates dropped."),
+        ("contract_compatible", True, "Every row is, or migrates to, the current contract version."),
+        ("quarantine_rate", True, f"At most {q.max_quarantine_rate:.0%} of the rows are quarantined."),
+        ("length_outliers", q.outlier_block, "Few texts have an outlying length (robust z-score)."),
+        ("missing_values", False, "Optional fields are filled at least as often as the contract expects."),
+        ("drift", q.drift.block, "The batch looks like the trailing reference batches (PSI, KS)."),
+    ]
+
+
 def _categorical(contract: Contract) -> list[str]:
     """Fields whose values are categories: those with allowed values, and metadata text fields."""
     names = [n for n, s in contract.fields.items() if s.allowed is not None]
@@ -198,6 +212,7 @@ def assess(
 
 def _judge(q: BatchQuality, contract: Contract, result: SilverResult, schema_failures: list[str]) -> None:
     rules = contract.quality
+    blocks = {name: blocking for name, blocking, _ in silver_checks(contract)}
     accounting = (
         f"read {result.rows_read} = silver {result.silver.height} + quarantined {result.quarantine.height}"
         f" + duplicates {result.duplicates_dropped}"
@@ -216,41 +231,41 @@ def _judge(q: BatchQuality, contract: Contract, result: SilverResult, schema_fai
         CheckOutcome(
             "silver_schema",
             not schema_failures,
-            True,
+            blocks["silver_schema"],
             "; ".join(schema_failures[:3]) or "rows conform to the pandera silver schema",
         ),
-        CheckOutcome("rows_accounted", result.accounted, True, accounting),
+        CheckOutcome("rows_accounted", result.accounted, blocks["rows_accounted"], accounting),
         CheckOutcome(
             "contract_compatible",
             not result.breaking,
-            True,
+            blocks["contract_compatible"],
             "; ".join(result.breaking) or f"every row is (or migrates to) contract v{contract.version}",
         ),
         CheckOutcome(
             "quarantine_rate",
             rate_ok,
-            True,
+            blocks["quarantine_rate"],
             f"{q.quarantined} of {q.rows_read} rows quarantined ({q.quarantine_rate:.1%}, "
             f"max {rules.max_quarantine_rate:.0%}); rules: {rule_list}",
         ),
         CheckOutcome(
             "length_outliers",
             q.outlier_rate <= rules.outlier_max_rate,
-            rules.outlier_block,
+            blocks["length_outliers"],
             f"{q.outliers} texts with |robust z| > {rules.outlier_max_z} ({q.outlier_rate:.1%}, "
             f"max {rules.outlier_max_rate:.0%})",
         ),
         CheckOutcome(
             "missing_values",
             not missing_over,
-            False,
+            blocks["missing_values"],
             ", ".join(f"{n} {v:.0%} > {rules.missing_threshold(n):.0%}" for n, v in missing_over.items())
             or "missing-value rates within the contract's thresholds",
         ),
         CheckOutcome(
             "drift",
             not drift_problems,
-            rules.drift.block,
+            blocks["drift"],
             "; ".join(drift_problems)
             or (
                 f"within thresholds vs {len(q.reference_batches)} reference batches"
