@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from deltalake import write_deltalake
 
 from bench.common import in_subprocess, ticket_rows, write_jsonl
 from embedding_assets.lib import bronze as bronze_lib
-from embedding_assets.lib.contracts import load_contracts, metadata_fields
+from embedding_assets.lib.contracts import Contract, load_contracts, metadata_fields
 from embedding_assets.lib.lake import Lake
 from embedding_assets.lib.landing import read_raw_batch
 from embedding_assets.lib.transforms import bronze_to_silver, union_documents, with_metadata_columns
@@ -26,27 +27,29 @@ REPO = Path(__file__).resolve().parents[1]
 BATCH = "2026-11-01"
 
 
-def ours(landing: str, out: str) -> int:
-    """The pipeline's own functions, as the bronze, silver and gold assets call them."""
-    from datetime import UTC, datetime
-
-    contracts = load_contracts(REPO / "data" / "contracts")
+def bronze_to_gold(contracts: dict[str, Contract], batch_dir: Path, lake: Lake) -> pl.DataFrame:
+    """What the bronze, silver and gold assets do for one helpdesk batch, as plain calls."""
     contract = contracts["helpdesk"]
-    lake = Lake(out)
-    landed = read_raw_batch(contract, Path(landing).parent)
+    landed = read_raw_batch(contract, batch_dir)
     rows = bronze_lib.new_delivery(
-        landed.records, source="helpdesk", batch=BATCH, fmt=contract.format,
-        delivery=landed.content_hash, existing=pl.DataFrame(schema=bronze_lib.BRONZE_SCHEMA), now=datetime.now(UTC),
+        landed.records, source="helpdesk", batch=BATCH, fmt=contract.format, delivery=landed.content_hash,
+        existing=pl.DataFrame(schema=bronze_lib.BRONZE_SCHEMA), now=datetime.now(UTC),
     )  # fmt: skip
     assert rows is not None
     lake.insert_new("bronze/helpdesk", rows, bronze_lib.BRONZE_KEYS)
     result = bronze_to_silver(contract, bronze_lib.as_raw_records(rows), BATCH)
+    assert result.accounted
     lake.overwrite_batch("silver/helpdesk", result.silver, BATCH)
     lake.overwrite_batch("quarantine/helpdesk", result.rejected, BATCH)
     documents = with_metadata_columns(union_documents([result.silver]), metadata_fields(contracts))
     lake.overwrite_batch("gold/documents", documents, BATCH)
-    assert result.accounted
-    return result.silver.height
+    return documents
+
+
+def ours(landing: str, out: str) -> int:
+    """The pipeline's own functions, as the bronze, silver and gold assets call them."""
+    contracts = load_contracts(REPO / "data" / "contracts")
+    return bronze_to_gold(contracts, Path(landing).parent, Lake(out)).height
 
 
 def pandas_rows(landing: str, out: str) -> int:

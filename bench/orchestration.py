@@ -11,21 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from bench.common import ticket_rows, write_jsonl
+from bench.datapath import bronze_to_gold
 from embedding_assets.defs.factory import build_defs
 from embedding_assets.defs.orchestration import pipeline_nodes, plan_sync, register
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.state import inputs_metadata
 from embedding_assets.defs.sync import sync
-from embedding_assets.lib import bronze as bronze_lib
 from embedding_assets.lib.chunking import chunk_documents
-from embedding_assets.lib.contracts import load_contracts, metadata_fields
+from embedding_assets.lib.contracts import load_contracts
 from embedding_assets.lib.embedding import CACHE_SCHEMA, embed_chunks
 from embedding_assets.lib.lake import Lake
-from embedding_assets.lib.landing import read_raw_batch
-from embedding_assets.lib.transforms import bronze_to_silver, union_documents, with_metadata_columns
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = "2026-11-01"
@@ -56,19 +53,8 @@ def direct(root: Path) -> int:
     """What the assets do for one partition, as plain function calls (no Dagster)."""
     pipeline = _pipeline(root)
     contracts = load_contracts(root / "contracts")
-    contract, lake, now = contracts["helpdesk"], Lake(str(root / "lake")), datetime.now(UTC)
-    landed = read_raw_batch(contract, root / "landing" / "helpdesk" / BATCH)
-    rows = bronze_lib.new_delivery(
-        landed.records, source="helpdesk", batch=BATCH, fmt="jsonl", delivery=landed.content_hash,
-        existing=pl.DataFrame(schema=bronze_lib.BRONZE_SCHEMA), now=now,
-    )  # fmt: skip
-    assert rows is not None
-    lake.insert_new("bronze/helpdesk", rows, bronze_lib.BRONZE_KEYS)
-    result = bronze_to_silver(contract, bronze_lib.as_raw_records(rows), BATCH)
-    lake.overwrite_batch("silver/helpdesk", result.silver, BATCH)
-    lake.overwrite_batch("quarantine/helpdesk", result.rejected, BATCH)
-    documents = with_metadata_columns(union_documents([result.silver]), metadata_fields(contracts))
-    lake.overwrite_batch("gold/documents", documents, BATCH)
+    lake, now = Lake(str(root / "lake")), datetime.now(UTC)
+    documents = bronze_to_gold(contracts, root / "landing" / "helpdesk" / BATCH, lake)
     embedder = pipeline.embedder()
     chunks = chunk_documents(documents, pipeline.chunker(embedder))
     lake.overwrite_batch("gold/chunks", chunks, BATCH)
