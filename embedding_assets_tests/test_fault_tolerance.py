@@ -147,23 +147,20 @@ def test_kill_after_a_random_delay_then_sync_converges(tmp_path: Path, seed: int
 @pytest.mark.parametrize("stagger_s", [0.0, 2.5])
 def test_two_concurrent_syncs_end_like_one(tmp_path: Path, stagger_s: float, clean_state: tuple) -> None:
     data = _copy_sample(tmp_path)
-    first = subprocess.Popen(
-        _sync_cmd(),
-        env=_env(data),
-        cwd=data.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            _sync_cmd(),
+            env=_env(data),
+            cwd=data.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    first = start()
     time.sleep(stagger_s)
-    second = subprocess.Popen(
-        _sync_cmd(),
-        env=_env(data),
-        cwd=data.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    second = start()
     outputs = [p.communicate(timeout=240)[0] for p in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], "\n---\n".join(outputs)
     # Whatever one skipped because the other was busy, a last sync finishes (and usually has nothing to do).

@@ -4,6 +4,7 @@ migrations, breaking changes, deduplication and the quality report."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +15,7 @@ from embedding_assets.lib.contracts import ContractError, load_contract, parse_c
 from embedding_assets.lib.landing import RAW_SCHEMA
 from embedding_assets.lib.migrations import detect_version, migrate
 from embedding_assets.lib.report import assess
-from embedding_assets.lib.transforms import FIELD_PREFIX, bronze_to_silver
+from embedding_assets.lib.transforms import FIELD_PREFIX, SilverResult, bronze_to_silver
 from embedding_assets_tests import malformed
 
 
@@ -266,63 +267,31 @@ def test_quarantine_rate_check_names_rules_and_counts(tmp_path: Path) -> None:
 
 
 def test_drift_figures_against_the_reference_batches(tickets) -> None:  # type: ignore[no-untyped-def]
-    def batch(name: str, priority: str, body: str) -> pl.DataFrame:
+    def batch(name: str, priority: str, body: Callable[[int], str]) -> SilverResult:
         lines = [
             json.dumps(
                 {
                     "id": f"{name}{i}",
                     "title": "T",
-                    "body": body * (1 + i % 3),
+                    "body": body(i),
                     "priority": priority,
                     "updated": "2026-11-01T00:00:00Z",
                 }
             ).encode()
             for i in range(30)
         ]
-        return bronze_to_silver(tickets, _raw(lines), name).silver
+        return bronze_to_silver(tickets, _raw(lines), name)
+
+    def short(i: int) -> str:
+        return "Short note. " * (1 + i % 3)
 
     reference = pl.concat(
-        [batch("a", "low", "Short note. "), batch("b", "low", "Short note. ")], how="diagonal_relaxed"
+        [batch("a", "low", short).silver, batch("b", "low", short).silver], how="diagonal_relaxed"
     )
-    same = bronze_to_silver(
-        tickets,
-        _raw(
-            [
-                json.dumps(
-                    {
-                        "id": f"c{i}",
-                        "title": "T",
-                        "body": "Short note. " * (1 + i % 3),
-                        "priority": "low",
-                        "updated": "2026-11-01T00:00:00Z",
-                    }
-                ).encode()
-                for i in range(30)
-            ]
-        ),
-        "c",
-    )
-    calm = assess(tickets, same, "c", reference)
+    calm = assess(tickets, batch("c", "low", short), "c", reference)
     assert calm.drift["psi_priority"] < 0.01 and calm.check("drift").passed
     assert calm.reference_batches == ["a", "b"]
-    shifted = bronze_to_silver(
-        tickets,
-        _raw(
-            [
-                json.dumps(
-                    {
-                        "id": f"d{i}",
-                        "title": "T",
-                        "body": "A much longer report about the boiler. " * 14,
-                        "priority": "high",
-                        "updated": "2026-11-01T00:00:00Z",
-                    }
-                ).encode()
-                for i in range(30)
-            ]
-        ),
-        "d",
-    )
+    shifted = batch("d", "high", lambda _: "A much longer report about the boiler. " * 14)
     drift = assess(tickets, shifted, "d", reference)
     assert drift.drift["psi_priority"] > 1 and drift.drift["ks_length"] > 0.9
     assert (
