@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import polars as pl
 import pytest
@@ -377,3 +379,57 @@ def test_drift_max_psi_picks_worst_field() -> None:
     )
     assert figures.max_psi == 0.3
     assert DriftFigures(psi_length=0.2, ks_length=0.0, ks_pvalue=1.0).max_psi == 0.2
+
+
+def _reference_near_duplicates(
+    ids: list[str], texts: list[str], threshold: float
+) -> list[tuple[str, str, float]]:
+    """The definition, one text at a time against every kept text, with Python sets of shingles."""
+
+    def shingles(text: str) -> set[str]:
+        words = normalise_text(text).split(" ") if normalise_text(text) else []
+        if len(words) < 5:
+            return {normalise_text(text)}
+        return {" ".join(words[i : i + 5]) for i in range(len(words) - 4)}
+
+    kept: list[tuple[str, set[str]]] = []
+    found = []
+    for doc_id, text in zip(ids, texts, strict=True):
+        mine = shingles(text)
+        match = next(
+            (
+                (of, len(mine & s) / len(mine | s))
+                for of, s in kept
+                if len(mine & s) / len(mine | s) >= threshold
+            ),
+            None,
+        )
+        if match:
+            found.append((doc_id, match[0], round(match[1], 4)))
+        else:
+            kept.append((doc_id, mine))
+    return found
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_near_duplicates_equal_the_pairwise_definition(seed: int) -> None:
+    # Families of texts from one vocabulary, each member a few random word edits away from its
+    # family's base, so clusters overlap, chain, and sit on both sides of the threshold.
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(40)] + ["Ünïcode", "ＦＵＬＬ", "Straße", "strasse"]
+    ids, texts = [], []
+    for family in range(12):
+        base = [rng.choice(vocab) for _ in range(rng.choice([3, 8, 20, 40]))]
+        for member in range(rng.randint(1, 6)):
+            words = list(base)
+            for _ in range(rng.randint(0, 3)):
+                words[rng.randrange(len(words))] = rng.choice(vocab)
+            sep = rng.choice([" ", "  ", "\n", "\t "])
+            ids.append(f"{family}-{member}")
+            texts.append(sep.join(words).upper() if rng.random() < 0.2 else sep.join(words))
+    order = list(range(len(ids)))
+    rng.shuffle(order)
+    ids, texts = [ids[i] for i in order], [texts[i] for i in order]
+    for threshold in (0.5, 0.7, 0.9):
+        found = [(d.id, d.of, d.similarity) for d in near_duplicates(ids, texts, threshold=threshold)]
+        assert found == _reference_near_duplicates(ids, texts, threshold)

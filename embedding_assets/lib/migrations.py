@@ -8,9 +8,11 @@ bronze keeps the raw bytes and silver always holds the current contract.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import polars as pl
 
 from embedding_assets.lib.contracts import Contract, Migration, MigrationStep
 
@@ -25,7 +27,10 @@ class Migrated:
     reasons: list[str] = field(default_factory=list)
 
 
-def detect_version(contract: Contract, record: Mapping[str, Any]) -> int:
+def detect_version(
+    contract: Contract, record: Mapping[str, Any], memo: dict[frozenset[str], int] | None = None
+) -> int:
+    """The version ``record`` was written under. ``memo`` caches shape-based answers by key set."""
     if contract.version_field and record.get(contract.version_field) not in (None, ""):
         raw = str(record[contract.version_field]).strip().lower().removeprefix("v")
         try:
@@ -35,14 +40,19 @@ def detect_version(contract: Contract, record: Mapping[str, Any]) -> int:
     shapes = contract.shapes()
     if len(shapes) == 1:
         return contract.version
-    keys = {k for k, v in record.items() if v is not None} - {contract.version_field}
+    keys = frozenset(k for k, v in record.items() if v is not None) - {contract.version_field}
+    if memo is not None and keys in memo:
+        return memo[keys]
 
     def score(version: int) -> tuple[float, int]:
         names = shapes[version]
         union = len(keys | names) or 1
         return len(keys & names) / union, version
 
-    return max(shapes, key=score)
+    version = max(shapes, key=score)
+    if memo is not None:
+        memo[keys] = version
+    return version
 
 
 def migration_path(contract: Contract, start: int) -> list[Migration] | None:
@@ -115,9 +125,11 @@ def apply_step(record: dict[str, Any], step: MigrationStep) -> None:
         raise ValueError(f"unknown migration step {step.kind!r}")
 
 
-def migrate(contract: Contract, record: Mapping[str, Any]) -> Migrated:
+def migrate(
+    contract: Contract, record: Mapping[str, Any], memo: dict[frozenset[str], int] | None = None
+) -> Migrated:
     """The record under the current contract, or the reason it cannot get there."""
-    version = detect_version(contract, record)
+    version = detect_version(contract, record, memo)
     out = dict(record)
     if contract.version_field:
         out.pop(contract.version_field, None)
@@ -150,19 +162,25 @@ def migrate(contract: Contract, record: Mapping[str, Any]) -> Migrated:
     return Migrated(out, version, steps)
 
 
-def breaking_fields(contract: Contract, records: list[Mapping[str, Any]], deleted: list[bool]) -> list[str]:
+def breaking_fields(contract: Contract, live: pl.DataFrame, keysets: Iterable[frozenset[str]]) -> list[str]:
     """A breaking change, named by field: required fields that no live record of the batch has
-    (after migration), and fields every record has that the contract does not know."""
-    live = [r for r, d in zip(records, deleted, strict=True) if not d]
-    if not live:
+    (after migration), and fields every record has that the contract does not know.
+
+    ``live`` holds the batch's live (parsed, not deleted) records as text, a column per contract
+    field; ``keysets`` the distinct sets of keys those records have.
+    """
+    if live.is_empty():
         return []
     problems = []
     for name, spec in contract.fields.items():
-        if spec.required and spec.default is None and all(r.get(name) in (None, "") for r in live):
-            unknown = sorted(set.intersection(*(set(r) for r in live)) - set(contract.referenced_fields))
+        if not (spec.required and spec.default is None):
+            continue
+        values = live[name]
+        if (values.is_null() | (values == "")).all():
+            unknown = sorted(frozenset.intersection(*keysets) - set(contract.referenced_fields))
             hint = f"; the rows have unknown fields {unknown}" if unknown else ""
             problems.append(
                 f"field '{name}' is required by contract v{contract.version} but missing from all "
-                f"{len(live)} live rows{hint}: add a migration (rename/add) or fix the source"
+                f"{live.height} live rows{hint}: add a migration (rename/add) or fix the source"
             )
     return problems

@@ -7,17 +7,16 @@ re-run with identical results.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 import unicodedata
-import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
-from datasketch import MinHash, MinHashLSH
 from scipy import stats
 
 # --------------------------------------------------------------------------------------------------
@@ -127,10 +126,11 @@ def normalised_hashes(texts: pl.Series) -> pl.Series:
 # Near duplicates
 # --------------------------------------------------------------------------------------------------
 
-# MinHashLSH only proposes candidates; every one is confirmed with the exact Jaccard. A false
-# positive therefore costs one set comparison, a false negative a missed duplicate, so the band
-# layout is tuned almost entirely for recall (about 98% at the threshold instead of about 40%).
-_LSH_WEIGHTS = (0.02, 0.98)
+# Text that is plain ASCII (tab, newline, CR, VT, FF and printable characters only) normalises the
+# same in polars as in :func:`normalise_text`: NFKC leaves it alone and casefold is lowercasing.
+_PLAIN = r"^[\t\n\r\x0b\x0c\x20-\x7e]*$"
+_CHUNK_DOCS = 200_000  # shingles are built this many documents at a time, to bound memory
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # the 64-bit golden ratio: combines word hashes into shingles
 
 
 @dataclass(frozen=True)
@@ -142,16 +142,132 @@ class NearDuplicate:
     similarity: float
 
 
-def _shingles(text: str, size: int) -> set[str]:
-    normalised = normalise_text(text)
-    words = normalised.split(" ") if normalised else []
-    if len(words) < size:
-        return {normalised}
-    return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+def normalised_texts(texts: pl.Series) -> pl.Series:
+    """:func:`normalise_text` per element (null stays null): in polars for plain ASCII text, where
+    NFKC and casefolding are lowercasing, and in Python only for the rest."""
+    fast = texts.str.to_lowercase()
+    for space in "\t\n\r\x0b\x0c":  # literal replaces: several times faster than one regex class
+        fast = fast.str.replace_all(space, " ", literal=True)
+    fast = fast.str.replace_all("  +", " ").str.strip_chars(" ")
+    other = (~texts.str.contains(_PLAIN)).fill_null(False)
+    if not other.any():
+        return fast
+    slow = [normalise_text(t) for t in texts.filter(other).to_list()]
+    return fast.scatter(other.arg_true(), pl.Series(slow, dtype=pl.String))
 
 
-def _jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b)
+@dataclass(frozen=True)
+class _Tokens:
+    """Each document's distinct shingles, sorted rarest first: ``doc[i]`` holds token ``key[i]``;
+    document ``d``'s tokens are ``key[start[d] : start[d] + size[d]]``."""
+
+    doc: np.ndarray
+    key: np.ndarray
+    start: np.ndarray
+    size: np.ndarray
+
+
+_HASH_BITS = 48  # a shingle is a 48-bit hash: two shingles of one text collide with odds ~ n^2 / 2^49
+_CLASS_BITS = 4  # rarity class above the hash: log2 of how many shingles share its sketch slot
+_SKETCH_SLOTS = 1 << 20
+_SORT_DOCS = 1 << (64 - _HASH_BITS - _CLASS_BITS)  # documents per sort: (doc, class, hash) in 64 bits
+
+
+def _tokens(norm: pl.Series, size: int, seed: int) -> _Tokens:
+    """The word ``size``-grams of each normalised text (the whole text when it has fewer words),
+    deduplicated per document and sorted in one global order, rarest first.
+
+    Rarity comes from a one-row count sketch, so the order is a fixed function of the shingle:
+    prefix filtering is exact under any global order, and a rough rarity only costs candidates.
+    """
+    docs, hashes = [], []
+    for begin in range(0, norm.len(), _CHUNK_DOCS):
+        part = norm.slice(begin, _CHUNK_DOCS)
+        words = part.str.split(" ")
+        lengths = words.list.len().to_numpy().astype(np.int64)
+        word_hashes = words.explode().hash(seed).to_numpy()
+        # A shingle starts wherever ``size`` words follow; a shorter text is one shingle of all its words.
+        per_doc = np.maximum(lengths - size + 1, 1)
+        position = np.arange(word_hashes.size, dtype=np.int64) - np.repeat(
+            np.cumsum(lengths) - lengths, lengths
+        )
+        first = np.flatnonzero(position < np.repeat(per_doc, lengths))
+        span = np.repeat(np.minimum(lengths, size), per_doc)
+        combined = word_hashes[first]
+        last = word_hashes.size - 1
+        with np.errstate(over="ignore"):
+            for k in range(1, size):
+                step = combined * _MIX + word_hashes[np.minimum(first + k, last)]
+                combined = np.where(k < span, step, combined)
+        doc = np.repeat(np.arange(begin, begin + part.len(), dtype=np.int64), per_doc)
+        docs.append(doc)
+        hashes.append(combined >> np.uint64(64 - _HASH_BITS))
+    doc, token = np.concatenate(docs), np.concatenate(hashes)
+    slot = (token & np.uint64(_SKETCH_SLOTS - 1)).astype(np.intp)
+    shared = np.bincount(slot, minlength=_SKETCH_SLOTS)[slot]
+    rarity = np.searchsorted(1 << np.arange(1, 1 << _CLASS_BITS), shared, side="right").astype(np.uint64)
+    token |= rarity << np.uint64(_HASH_BITS)
+    del slot, shared, rarity
+    key_bits = np.uint64(_HASH_BITS + _CLASS_BITS)
+    bounds = np.searchsorted(doc, np.arange(0, norm.len() + _SORT_DOCS, _SORT_DOCS))
+    out_doc, out_key = [], []
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        if lo == hi:
+            continue
+        base = i * _SORT_DOCS
+        packed = ((doc[lo:hi] - base).astype(np.uint64) << key_bits) | token[lo:hi]
+        packed.sort()
+        packed = packed[np.concatenate([[True], packed[1:] != packed[:-1]])]  # a repeated shingle counts once
+        out_doc.append((packed >> key_bits).astype(np.int64) + base)
+        out_key.append((packed & np.uint64((1 << int(key_bits)) - 1)).astype(np.int64))
+    doc_sorted, keys = np.concatenate(out_doc), np.concatenate(out_key)
+    starts = np.flatnonzero(np.concatenate([[True], doc_sorted[1:] != doc_sorted[:-1]]))
+    return _Tokens(doc_sorted, keys, starts, np.diff(np.append(starts, keys.size)))
+
+
+def _similar_pairs(tokens: _Tokens, threshold: float) -> pl.DataFrame:
+    """Every pair of documents ``a < b`` whose token-set Jaccard is at least ``threshold``, exactly.
+
+    Prefix filtering as in PPJoin (Xiao et al., WWW 2008): with tokens in one global rarity order,
+    two sets with Jaccard >= t share a token between the first ``|x| - ceil(t|x|) + 1`` tokens of
+    the larger (its probing prefix) and the first ``|y| - ceil(2t/(1+t)|y|) + 1`` of the smaller
+    (its indexing prefix), so only such pairs are compared. Rare tokens come first, so text shared
+    by many documents (templates, signatures) rarely makes a candidate.
+    """
+    eps = 1e-9
+    n = np.repeat(tokens.size, tokens.size)
+    position = np.arange(tokens.key.size) - np.repeat(tokens.start, tokens.size)
+    probe = position < n - np.ceil(n * threshold - eps) + 1
+    index = position < n - np.ceil(n * (2 * threshold / (1 + threshold)) - eps) + 1
+    frame = pl.DataFrame({"doc": tokens.doc, "tok": tokens.key, "n": n})
+    candidates = (
+        frame.filter(probe)
+        .join(frame.filter(index), on="tok", suffix="_i")
+        .filter(
+            (pl.col("doc") != pl.col("doc_i"))
+            & (pl.col("n_i") <= pl.col("n"))
+            & (pl.col("n_i") >= pl.col("n") * threshold - eps)
+        )
+        .select(pl.min_horizontal("doc", "doc_i").alias("a"), pl.max_horizontal("doc", "doc_i").alias("b"))
+        .unique()
+    )
+    if candidates.is_empty():
+        return pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "sim": pl.Float64})
+    involved = np.unique(np.concatenate([candidates["a"].to_numpy(), candidates["b"].to_numpy()]))
+    members = frame.filter(pl.Series(np.isin(tokens.doc, involved))).select("doc", "tok", "n")
+    shared = (
+        candidates.join(members.rename({"doc": "a"}), on="a")
+        .join(members.select(pl.col("doc").alias("b"), "tok", pl.col("n").alias("n_b")), on=["b", "tok"])
+        .group_by("a", "b", "n", "n_b")
+        .len("shared")
+    )
+    return (
+        shared.with_columns(
+            (pl.col("shared") / (pl.col("n") + pl.col("n_b") - pl.col("shared"))).alias("sim")
+        )
+        .filter(pl.col("sim") >= threshold)
+        .select("a", "b", "sim")
+    )
 
 
 def near_duplicates(
@@ -159,15 +275,15 @@ def near_duplicates(
     texts: Sequence[str],
     *,
     threshold: float = 0.9,
-    num_perm: int = 128,
     shingle: int = 5,
     seed: int = 1,
 ) -> list[NearDuplicate]:
     """Find texts whose word-shingle Jaccard with an earlier kept text is at least ``threshold``.
 
     Ids are processed in the given order; the first of a cluster is kept and each later one is
-    reported against the earliest kept text it matches. Candidates come from MinHash LSH and are
-    confirmed with the exact Jaccard, so the result does not depend on hashing luck beyond recall.
+    reported against the earliest kept text it matches. The search is exact (every pair at or over
+    the threshold is found, see :func:`_similar_pairs`), vectorised, and does not depend on ``seed``
+    beyond 64-bit hash collisions.
     """
     if len(ids) != len(texts):
         raise ValueError(f"ids and texts differ in length: {len(ids)} != {len(texts)}")
@@ -177,32 +293,31 @@ def near_duplicates(
         raise ValueError("shingle must be at least 1")
     if len(ids) < 2:
         return []
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=_LSH_WEIGHTS)
-    # One set of permutations for every text (datasketch draws them anew per MinHash otherwise),
-    # and CRC32 as the shingle hash: both were most of the time at 20k rows (bench/: data path).
-    template = MinHash(num_perm=num_perm, seed=seed)
-    permutations, scheme = template.permutations, template.scheme
-    kept_order: dict[str, int] = {}
-    kept_shingles: dict[str, set[str]] = {}
+    norm = normalised_texts(pl.Series("text", texts, dtype=pl.String)).fill_null("")
+    # Identical normalised texts are one set: compare the first of each, then give every copy the
+    # verdict of its first (a copy of a kept text is its duplicate at 1.0).
+    frame = (
+        pl.DataFrame({"norm": norm})
+        .with_row_index("pos")
+        .with_columns(pl.col("pos").first().over("norm").alias("first"))
+    )
+    distinct = frame.filter(pl.col("pos") == pl.col("first"))
+    pairs = _similar_pairs(_tokens(distinct["norm"], shingle, seed), threshold)
+    position = distinct["pos"].to_list()  # distinct index -> position in ids
+    verdict: dict[int, tuple[int, float]] = {}  # position -> (kept position, similarity)
+    for a, b, sim in pairs.sort("b", "a").iter_rows():
+        pa, pb = position[a], position[b]
+        if pb not in verdict and pa not in verdict:  # pa is decided: every pair ending at it came first
+            verdict[pb] = (pa, sim)
     found: list[NearDuplicate] = []
-    for doc_id, text in zip(ids, texts, strict=True):
-        shingles = _shingles(text, shingle)
-        minhash = MinHash(
-            num_perm=num_perm, seed=seed, hashfunc=zlib.crc32, permutations=permutations, scheme=scheme
-        )
-        minhash.update_batch([s.encode("utf-8") for s in shingles])
-        best: tuple[int, str, float] | None = None
-        for candidate in lsh.query(minhash):
-            similarity = _jaccard(shingles, kept_shingles[candidate])
-            if similarity >= threshold and (best is None or kept_order[candidate] < best[0]):
-                best = (kept_order[candidate], candidate, similarity)
-        if best is not None:
-            found.append(NearDuplicate(id=doc_id, of=best[1], similarity=round(best[2], 4)))
+    for pos, first in frame.select("pos", "first").iter_rows():
+        if pos != first:
+            of, sim = verdict.get(first, (first, 1.0))
+        elif pos in verdict:
+            of, sim = verdict[pos]
+        else:
             continue
-        lsh.insert(doc_id, minhash)
-        kept_order[doc_id] = len(kept_order)
-        kept_shingles[doc_id] = shingles
+        found.append(NearDuplicate(id=ids[pos], of=ids[of], similarity=round(sim, 4)))
     return found
 
 

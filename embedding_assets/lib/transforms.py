@@ -16,7 +16,7 @@ import yaml
 from embedding_assets.lib.contracts import PL_TYPES, Contract, FieldSpec, MetadataField, QualityRules
 from embedding_assets.lib.hashing import frame_hash, sha256_text
 from embedding_assets.lib.migrations import breaking_fields, migrate
-from embedding_assets.lib.quality import near_duplicates, normalised_hashes
+from embedding_assets.lib.quality import near_duplicates, normalised_texts
 from embedding_assets.lib.validation import row_reasons, with_garbage
 
 SILVER_SCHEMA = pl.Schema(
@@ -162,8 +162,8 @@ def _parse_markdown(text: str, file: str) -> tuple[dict[str, Any], list[str]]:
 
 
 def _as_text(value: Any) -> str | None:
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
@@ -216,39 +216,40 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
     Every row ends in exactly one place: silver, or the rejected table with its kind and reasons.
     """
     names = contract.referenced_fields
-    parsed_rows: list[dict[str, Any]] = []
-    records: list[dict[str, Any]] = []
+    texts: dict[str, list[str | None]] = {name: [] for name in names}
+    parse_errors: list[list[str]] = []
+    versions_read: list[int] = []
+    keysets: list[frozenset[str]] = []  # each record's keys, interned: few distinct shapes per batch
+    interned: dict[frozenset[str], frozenset[str]] = {}
+    shapes: dict[frozenset[str], int] = {}
+    defaults = [(name, spec.default) for name, spec in contract.fields.items() if spec.default is not None]
     migrated = 0
-    for file, line, raw, header in bronze.select("file", "line", "raw", "header").iter_rows():
+    for file, raw, header in bronze.select("file", "raw", "header").iter_rows():
         record, reasons = parse_record(contract, raw, header, file)
         version = contract.version
         if not reasons:
-            result = migrate(contract, record)
+            result = migrate(contract, record, shapes)
             record, version, reasons = result.record, result.version, result.reasons
             migrated += result.steps > 0
-            for name, spec in contract.fields.items():
-                if spec.default is not None and record.get(name) is None:
-                    record[name] = spec.default
-        records.append(record)
-        row: dict[str, Any] = {
-            "_file": file,
-            "_line": line,
-            "_raw": raw.decode("utf-8", errors="replace"),
-            "_parse": reasons,
-            "_version": version if not reasons or record else -1,
-        }
+            for name, default in defaults:
+                if record.get(name) is None:
+                    record[name] = default
+        keys = frozenset(record)
+        keysets.append(interned.setdefault(keys, keys))
+        parse_errors.append(reasons)
+        versions_read.append(version if not reasons or record else -1)
         for name in names:
-            row[f"raw::{name}"] = _as_text(record.get(name))
-        parsed_rows.append(row)
-    schema: dict[str, pl.DataType] = {
-        "_file": pl.String(),
-        "_line": pl.Int64(),
-        "_raw": pl.String(),
-        "_parse": pl.List(pl.String()),
-        "_version": pl.Int64(),
-        **{f"raw::{n}": pl.String() for n in names},
-    }
-    frame = pl.DataFrame(parsed_rows, schema=schema, orient="row")
+            texts[name].append(_as_text(record.get(name)))
+    frame = pl.DataFrame(
+        [
+            bronze["file"].alias("_file"),
+            bronze["line"].alias("_line"),
+            pl.Series("_parse", parse_errors, dtype=pl.List(pl.String)),
+            pl.Series("_version", versions_read, dtype=pl.Int64),
+            *(pl.Series(f"raw::{name}", values, dtype=pl.String) for name, values in texts.items()),
+        ]
+    )
+    del texts, parse_errors, versions_read
     frame = frame.with_columns(
         _typed(f"raw::{n}", contract.field_spec(n)).alias(f"typed::{n}") for n in names
     )
@@ -275,11 +276,11 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
         .otherwise(row_reasons(contract, frame))
         .alias("reasons")
     )
-    parsed_ok = frame["_parse"].list.len().eq(0).to_list()
+    live = frame["_parse"].list.len().eq(0) & ~frame["deleted"]
     breaking = breaking_fields(
         contract,
-        [r for r, ok in zip(records, parsed_ok, strict=True) if ok],
-        [d for d, ok in zip(frame["deleted"].to_list(), parsed_ok, strict=True) if ok],
+        frame.filter(live).select(f"raw::{name}" for name in names).rename(lambda c: c.removeprefix("raw::")),
+        {keys for keys, keep in zip(keysets, live.to_list(), strict=True) if keep},
     )
     versions = {int(v): int(n) for v, n in frame.group_by("_version").len().sort("_version").iter_rows()}
     unmigrated = frame.filter(
@@ -306,7 +307,7 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
         .alias("doc_id"),
         pl.lit(None, dtype=pl.String).alias("duplicate_of"),
         pl.col("_version").alias("contract_version"),
-        pl.col("_raw").alias("raw"),
+        pl.lit(None, dtype=pl.String).alias("raw"),  # filled below, for rejected rows only
         "reasons",
         pl.col("reasons").list.join("; ").alias("reason"),
     ).cast(QUARANTINE_SCHEMA)
@@ -314,9 +315,7 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
     deduped, losers = deduplicate(silver, contract.quality)
     losers = (
         losers.join(
-            good.select(
-                "_file", "_line", pl.col("_raw").alias("raw"), pl.col("_version").alias("contract_version")
-            ),
+            good.select("_file", "_line", pl.col("_version").alias("contract_version")),
             on=["_file", "_line"],
             how="left",
         )
@@ -329,20 +328,33 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
             "doc_id",
             "duplicate_of",
             "contract_version",
-            "raw",
+            pl.lit(None, dtype=pl.String).alias("raw"),
             pl.concat_list([pl.col("reason")]).alias("reasons"),
             "reason",
         )
         .cast(QUARANTINE_SCHEMA)
     )
+    rejected = pl.concat([invalid, losers]).sort("_file", "_line")
     return SilverResult(
         silver=deduped,
-        rejected=pl.concat([invalid, losers]).sort("_file", "_line"),
+        rejected=rejected.with_columns(_raw_texts(bronze, rejected)),
         rows_read=bronze.height,
         versions=versions,
         migrated=migrated,
         breaking=breaking,
     )
+
+
+def _raw_texts(bronze: pl.DataFrame, rows: pl.DataFrame) -> pl.Series:
+    """The received bytes of ``rows`` (by ``_file`` and ``_line``) as text, undecodable bytes as U+FFFD."""
+    raw = rows.select("_file", "_line").join(
+        bronze.select(pl.col("file").alias("_file"), pl.col("line").alias("_line"), "raw"),
+        on=["_file", "_line"],
+        how="left",
+        maintain_order="left",
+    )["raw"]
+    values = [None if v is None else v.decode("utf-8", errors="replace") for v in raw.to_list()]
+    return pl.Series("raw", values, dtype=pl.String)
 
 
 def _blank_expr(col: pl.Expr) -> pl.Expr:
@@ -462,7 +474,7 @@ def deduplicate(silver: pl.DataFrame, rules: QualityRules | None = None) -> tupl
     kept = newest.filter(pl.col("_at") == pl.col("_winner")).drop("_winner").sort("updated_at", "doc_id")
     # Other ids with the same normalised text.
     live = kept.filter(~pl.col("deleted")).with_columns(
-        normalised_hashes(kept.filter(~pl.col("deleted"))["text"]).alias("_norm")
+        normalised_texts(kept.filter(~pl.col("deleted"))["text"]).alias("_norm")
     )
     live = live.with_columns(pl.col("doc_id").first().over("_norm").alias("_first"))
     copies = live.filter(pl.col("doc_id") != pl.col("_first"))
