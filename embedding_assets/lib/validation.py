@@ -108,20 +108,43 @@ def row_schema(contract: Contract, rules: list[Rule]) -> pa.DataFrameSchema:
     )
 
 
+# Every garbage rule needs one of these characters (U+FFFD, a mojibake lead byte, '&' for entities,
+# a control character), so only texts containing one go through the Python rules.
+_GARBAGE_SUSPECT = r"[\x{FFFD}&\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x{9F}ÃÂâÄÅð]"
+
+
+def _empty_lists(n: int) -> pl.Series:
+    return pl.Series("reasons", [[]], dtype=pl.List(pl.String)).new_from_index(0, n)
+
+
+def _lists_at(n: int, indices: list[int], values: list[list[str]]) -> pl.Series:
+    """``n`` string lists: ``values`` at ``indices``, empty elsewhere (``scatter`` has no list dtype)."""
+    if not indices:
+        return _empty_lists(n)
+    found = pl.DataFrame(
+        {"i": pl.Series(indices, dtype=pl.UInt32), "reasons": pl.Series(values, dtype=pl.List(pl.String))}
+    )
+    return (
+        pl.DataFrame({"i": pl.int_range(0, n, dtype=pl.UInt32, eager=True)})
+        .join(found, on="i", how="left", maintain_order="left")
+        .select(pl.col("reasons").fill_null(pl.lit([], dtype=pl.List(pl.String))))["reasons"]
+    )
+
+
 def with_garbage(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     """``_garbage``: encoding-garbage reasons of the row's text and title (empty list when clean)."""
     q = contract.quality
     title = pl.col(f"raw::{contract.title}") if contract.title else pl.lit(None, dtype=pl.String)
-    return frame.with_columns(
-        pl.concat_str([title.fill_null(""), pl.col("text").fill_null("")], separator="\n")
-        .map_elements(
-            lambda t: garbage_reasons(
-                t, max_replacement_share=q.max_replacement_share, max_entity_share=q.max_entity_share
-            ),
-            return_dtype=pl.List(pl.String),
-        )
-        .alias("_garbage")
-    )
+    texts = frame.select(
+        pl.concat_str([title.fill_null(""), pl.col("text").fill_null("")], separator="\n").alias("t")
+    )["t"]
+    suspect = texts.str.contains(_GARBAGE_SUSPECT).fill_null(False)
+    found = [
+        garbage_reasons(t, max_replacement_share=q.max_replacement_share, max_entity_share=q.max_entity_share)
+        for t in texts.filter(suspect).to_list()
+    ]
+    garbage = _lists_at(frame.height, suspect.arg_true().to_list(), found)
+    return frame.with_columns(garbage.alias("_garbage"))
 
 
 def row_reasons(contract: Contract, frame: pl.DataFrame) -> pl.Series:
@@ -130,7 +153,7 @@ def row_reasons(contract: Contract, frame: pl.DataFrame) -> pl.Series:
     ``frame`` needs ``raw::``/``typed::`` columns for the contract's fields, ``text``, ``deleted``
     and ``_garbage`` (see :func:`with_garbage`)."""
     rules = contract_rules(contract)
-    empty = pl.Series("reasons", [[] for _ in range(frame.height)], dtype=pl.List(pl.String))
+    empty = _empty_lists(frame.height)
     if frame.height == 0:
         return empty
     try:
@@ -143,11 +166,12 @@ def row_reasons(contract: Contract, frame: pl.DataFrame) -> pl.Series:
     unexpected = cases.filter(pl.col("index").is_null() | ~pl.col("check").is_in(list(messages)))
     if unexpected.height:  # a schema-level failure, not a row's: a bug, never a quarantine reason
         raise ValueError(f"row validation failed outside the row rules: {unexpected.head(3).to_dicts()}")
-    per_row: list[list[str]] = [[] for _ in range(frame.height)]
-    garbage = frame["_garbage"].to_list()
+    per_row: dict[int, list[str]] = {}
+    garbage = frame["_garbage"]
     for index, check in cases.sort("index", "check").select("index", "check").iter_rows():
+        reasons = per_row.setdefault(index, [])
         if check.startswith("garbage@"):
-            per_row[index].extend(garbage[index])
+            reasons.extend(garbage[index])
         else:
-            per_row[index].append(messages[check])
-    return pl.Series("reasons", per_row, dtype=pl.List(pl.String))
+            reasons.append(messages[check])
+    return _lists_at(frame.height, list(per_row), list(per_row.values()))
