@@ -363,17 +363,17 @@ def _blank_expr(col: pl.Expr) -> pl.Expr:
 
 def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFrame:
     meta_cols = list(contract.metadata)
-    metadata = (
-        good.select(
-            pl.struct([pl.col(f"typed::{m}").alias(m) for m in meta_cols])
-            .map_elements(
-                lambda s: json.dumps(s, sort_keys=True, default=str, ensure_ascii=False),
-                return_dtype=pl.String,
+    metadata = pl.Series(
+        "metadata",
+        [
+            json.dumps(
+                dict(zip(meta_cols, row, strict=True)), sort_keys=True, default=str, ensure_ascii=False
             )
-            .alias("metadata")
-        )["metadata"]
-        if meta_cols and good.height
-        else pl.Series("metadata", ["{}"] * good.height, dtype=pl.String)
+            for row in good.select(pl.col(f"typed::{m}") for m in meta_cols).iter_rows()
+        ]
+        if meta_cols
+        else ["{}"] * good.height,
+        dtype=pl.String,
     )
     updated = (
         pl.col(f"typed::{contract.updated_at}").cast(pl.Datetime("us", "UTC"))
