@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +42,37 @@ ARROW_TYPES = {
     "bool": pa.bool_(),
     "datetime": pa.timestamp("us", tz="UTC"),
 }
+
+
+@dataclass(frozen=True)
+class AnnSettings:
+    """How the ANN index is built and searched. Chosen from ``make bench`` (section 4: 1M x 384
+    clustered vectors on 2 cores); see ``bench/results/latest.md`` for the sweep behind them."""
+
+    rows_per_partition: int = 4096  # IVF partitions = rows / this, at least 1
+    nprobes: int = 20
+    ef: int | None = 100  # HNSW candidate list per partition
+    refine_factor: int | None = None  # re-rank k * this candidates with full vectors
+
+    def apply(self, builder: Any) -> Any:
+        """The search settings on a vector or hybrid query builder (ignored without an ANN index)."""
+        builder = builder.nprobes(self.nprobes)
+        if self.ef is not None:
+            builder = builder.ef(self.ef)
+        if self.refine_factor is not None:
+            builder = builder.refine_factor(self.refine_factor)
+        return builder
+
+    def partitions(self, rows: int) -> int:
+        return max(1, rows // self.rows_per_partition)
+
+    def index_config(self, rows: int) -> Any:
+        from lancedb.index import IvfHnswSq
+
+        return IvfHnswSq(distance_type="cosine", num_partitions=self.partitions(rows))
+
+
+ANN_DEFAULTS = AnnSettings()
 
 
 def _in_list(column: str, values: list[str]) -> str:
@@ -147,8 +177,10 @@ class VectorStore:
         dimension: int,
         ann_min_rows: int = 5000,
         metadata: Mapping[str, MetadataField] | None = None,
+        ann: AnnSettings = ANN_DEFAULTS,
     ) -> None:
         self.uri = uri
+        self.ann = ann
         self.model_id = model_id
         self.dimension = dimension
         self.ann_min_rows = ann_min_rows
@@ -320,7 +352,7 @@ class VectorStore:
 
         ``optimize`` folds rows written since the last build into the existing indexes.
         """
-        from lancedb.index import FTS, IvfHnswSq
+        from lancedb.index import FTS
 
         table = self.table()
         built: list[str] = []
@@ -335,12 +367,7 @@ class VectorStore:
             built.append("fts")
         if rows >= self.ann_min_rows and "vector" not in indexed:
             fault_point("index.build")
-            partitions = max(1, int(math.sqrt(rows) / 4))
-            _commit(
-                lambda: table.create_index(
-                    "vector", config=IvfHnswSq(distance_type="cosine", num_partitions=partitions)
-                )
-            )
+            _commit(lambda: table.create_index("vector", config=self.ann.index_config(rows)))
             built.append("ann")
         for name in ("chunk_id", "source", "doc_id", "batch"):
             if rows and name not in indexed:
@@ -425,9 +452,11 @@ class VectorStore:
         if mode == "fts":
             builder = table.search(query, query_type="fts")
         elif mode == "vector":
-            builder = table.search(query_vector, vector_column_name="vector").distance_type("cosine")
+            builder = self.ann.apply(
+                table.search(query_vector, vector_column_name="vector").distance_type("cosine")
+            )
         else:
-            builder = (
+            builder = self.ann.apply(
                 table.search(query_type="hybrid", vector_column_name="vector", fts_columns="text")
                 .vector(query_vector)
                 .text(query)
