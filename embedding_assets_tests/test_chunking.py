@@ -79,3 +79,50 @@ def test_chunk_documents_ids_hashes_and_deleted_docs(tokenizer) -> None:  # type
     assert chunks["chunk_hash"].n_unique() == n
     again = chunk_documents(docs, chunker)
     assert again.equals(chunks)  # deterministic
+
+
+class _CountingTokenizer:
+    """The real tokenizer, counting the texts it is asked to tokenise."""
+
+    def __init__(self, tokenizer) -> None:  # type: ignore[no-untyped-def]
+        self._tok = tokenizer
+        self.texts: list[str] = []
+
+    def __call__(self, text: str, **kwargs):  # type: ignore[no-untyped-def]
+        self.texts.append(text)
+        return self._tok(text, **kwargs)
+
+
+def _docs(texts: list[str], titles: list[str] | None = None) -> pl.DataFrame:
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    return pl.DataFrame(
+        [
+            (f"g:{i}", "g", str(i), "b", (titles or ["T"] * len(texts))[i], t, now, False, "{}", f"h{i}")
+            for i, t in enumerate(texts)
+        ],
+        schema={c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS},
+        orient="row",
+    )
+
+
+def test_unchanged_documents_reuse_their_split_and_the_result_equals_a_fresh_split(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    texts = [" ".join(SENTENCES[i : i + 12]) for i in range(0, 120, 12)]
+    settings = ChunkerSettings(max_tokens=64, overlap=16, model_max_tokens=256)
+    before = chunk_documents(_docs(texts), Chunker(tokenizer, settings, "m"))
+    edited = [*texts]
+    edited[3] += " One more sentence about the kettle."
+    titles = ["T"] * len(texts)
+    titles[5] = "A new title"  # a document-level change: no re-split, but the chunks carry it
+    counting = _CountingTokenizer(tokenizer)
+    after = chunk_documents(_docs(edited, titles), Chunker(counting, settings, "m"), before)
+    fresh = chunk_documents(_docs(edited, titles), Chunker(tokenizer, settings, "m"))
+    assert after.equals(fresh)
+    assert counting.texts and all(t in edited[3] for t in counting.texts)  # only doc 3 was tokenised
+    assert set(after.filter(pl.col("doc_id") == "g:5")["title"]) == {"A new title"}
+    # another chunker (settings or tokenizer) never reuses a split
+    other = _CountingTokenizer(tokenizer)
+    chunk_documents(_docs(edited), Chunker(other, settings, "another-model"), before)
+    assert {t for t in other.texts if t in texts[0]}
+    # a deleted document yields no chunks even though its split is known
+    gone = _docs(edited).with_columns((pl.col("doc_id") == "g:0").alias("deleted"))
+    assert "g:0" not in set(chunk_documents(gone, Chunker(tokenizer, settings, "m"), before)["doc_id"])

@@ -360,7 +360,9 @@ def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinitio
         embedder = pipeline.embedder()
         chunker = pipeline.chunker(embedder)
         documents = lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA)
-        chunks = chunk_documents(documents, chunker)
+        previous = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA)
+        chunks = chunk_documents(documents, chunker, previous)
+        resplit = chunks.join(previous, on=["chunk_id", "split_hash"], how="anti")["doc_id"].n_unique()
         version = lake.overwrite_batch("gold/chunks", chunks, batch)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(chunks_version(chunks)),
@@ -369,6 +371,7 @@ def build_gold_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinitio
                 "documents": documents.height,
                 "max_tokens": int(chunks["n_tokens"].max() or 0),  # type: ignore[arg-type]
                 "mean_tokens": float(chunks["n_tokens"].mean() or 0.0),  # type: ignore[arg-type]
+                "documents_split": resplit,
                 "token_budget": chunker.settings.budget,
                 "chunker": chunker.settings.describe(),
                 "delta_version": version,

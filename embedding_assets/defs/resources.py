@@ -87,7 +87,7 @@ class PipelineResource(dg.ConfigurableResource):
         )
 
     def chunker(self, embedder: Embedder) -> Chunker:
-        return Chunker(embedder.tokenizer(), self.chunker_settings(embedder))
+        return Chunker(embedder.tokenizer(), self.chunker_settings(embedder), tokenizer_id=embedder.model_id)
 
     def vector_store(self, embedder: Embedder) -> VectorStore:
         s = self.settings()

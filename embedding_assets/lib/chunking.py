@@ -30,8 +30,13 @@ CHUNK_SCHEMA = pl.Schema(
         "n_tokens": pl.Int32(),
         "updated_at": pl.Datetime("us", "UTC"),
         "metadata": pl.String(),
+        # sha256 of the chunker's version and the document's text: the split can be reused while
+        # both stay the same (null in tables written before it existed: those documents are re-split)
+        "split_hash": pl.String(),
     }
 )
+# Columns a chunk takes from its document; the rest come from the split.
+_FROM_DOCUMENT = ["doc_id", "source", "batch", "title", "updated_at", "metadata"]
 
 
 class Tokenizer(Protocol):
@@ -66,9 +71,15 @@ class _Piece:
 
 
 class Chunker:
-    def __init__(self, tokenizer: Tokenizer, settings: ChunkerSettings) -> None:
+    def __init__(self, tokenizer: Tokenizer, settings: ChunkerSettings, tokenizer_id: str = "") -> None:
+        """``tokenizer_id`` names the tokenizer (the model id), so a split made with another one is
+        never reused."""
         self._tok = tokenizer
         self.settings = settings
+        self.version = f"{tokenizer_id}|{settings.describe()}"
+
+    def split_hash(self, text: str) -> str:
+        return sha256_text(self.version, text)
 
     def count(self, text: str) -> int:
         return len(self._tok(text, add_special_tokens=False, return_offsets_mapping=False)["input_ids"])
@@ -125,11 +136,35 @@ class Chunker:
         return chunks
 
 
-def chunk_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
-    """gold/chunks for one batch: live documents split into chunks; deleted documents yield none."""
-    rows: list[tuple] = []
+def chunk_documents(
+    documents: pl.DataFrame, chunker: Chunker, previous: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """gold/chunks for one batch: live documents split into chunks; deleted documents yield none.
+
+    ``previous`` (this batch's earlier gold/chunks) lends its splits to documents whose text the same
+    chunker split before, so an edit run tokenises only the edited documents. The result equals a
+    split of every document from scratch."""
     live = documents.filter(~pl.col("deleted"))
-    for doc in live.iter_rows(named=True):
+    live = live.with_columns(
+        pl.Series("split_hash", [chunker.split_hash(t) for t in live["text"].to_list()], dtype=pl.String),
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_doc_position"),
+    )
+    reused = pl.DataFrame(schema=CHUNK_SCHEMA)
+    if previous is not None and previous.height:
+        split_cols = [c for c in CHUNK_SCHEMA if c not in _FROM_DOCUMENT]
+        reused = (
+            previous.select("doc_id", *split_cols)
+            .join(
+                live.filter(pl.col("doc_id").is_unique()).select("doc_id", "split_hash"),
+                on=["doc_id", "split_hash"],
+                how="semi",
+            )
+            .join(live.select(*_FROM_DOCUMENT), on="doc_id", how="inner")
+            .select(CHUNK_SCHEMA.names())
+        )
+    to_split = live.join(reused.select("doc_id").unique(), on="doc_id", how="anti")
+    rows: list[tuple] = []
+    for doc in to_split.iter_rows(named=True):
         pieces = chunker.split(doc["text"])
         for index, (text, n_tokens) in enumerate(pieces):
             rows.append(
@@ -146,9 +181,18 @@ def chunk_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
                     n_tokens,
                     doc["updated_at"],
                     doc["metadata"],
+                    doc["split_hash"],
                 )
             )
-    return pl.DataFrame(rows, schema=CHUNK_SCHEMA, orient="row")
+    fresh = pl.DataFrame(rows, schema=CHUNK_SCHEMA, orient="row")
+    if not reused.height:
+        return fresh
+    return (
+        pl.concat([fresh, reused.cast(CHUNK_SCHEMA)])  # type: ignore[arg-type]
+        .join(live.select("doc_id", "_doc_position"), on="doc_id")
+        .sort("_doc_position", "chunk_index")
+        .drop("_doc_position")
+    )
 
 
 def chunks_version(chunks: pl.DataFrame) -> str:
