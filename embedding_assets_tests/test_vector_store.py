@@ -168,3 +168,49 @@ def test_a_deletion_applied_first_still_beats_an_older_batch(tmp_path: Path) -> 
     chunks, docs = _batch("b1", {"a:1": (T1, ["resurrected?"])})
     result = store.apply_batch(chunks, docs, latest=deletion.select("doc_id", "batch"))
     assert result.docs_skipped_older == 1 and store.read(["chunk_id"]).height == 0
+
+
+def test_a_rerun_rewrites_only_documents_whose_indexed_rows_differ(tmp_path: Path) -> None:
+    store = VectorStore(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    docs = {f"a:{i}": (T1, [f"kettle {i} one", f"kettle {i} two"]) for i in range(5)}
+    store.apply_batch(*_batch("b1", docs))
+    before = store.version()
+    again = store.apply_batch(*_batch("b1", docs))
+    assert (again.docs_unchanged, again.docs_written, again.chunks_upserted) == (5, 0, 0)
+    assert store.version() == before  # nothing committed
+    chunks, documents = _batch("b1", {**docs, "a:1": (T1, ["kettle 1 one", "kettle 1 changed"])})
+    chunks = chunks.with_columns(
+        pl.when(pl.col("doc_id") == "a:2")
+        .then(pl.lit('{"brand": "x"}'))
+        .otherwise("metadata")
+        .alias("metadata")
+    )
+    edited = store.apply_batch(chunks, documents)
+    assert (edited.docs_unchanged, edited.docs_written, edited.chunks_upserted) == (3, 2, 4)
+    rows = store.read(["chunk_id", "chunk_hash", "metadata"])
+    assert sha256_text("kettle 1 changed") in rows["chunk_hash"].to_list()
+    assert rows.filter(pl.col("chunk_id") == "a:2#0")["metadata"].to_list() == ['{"brand": "x"}']
+    shorter = store.apply_batch(*_batch("b1", {**docs, "a:3": (T1, ["kettle 3 one"])}))
+    assert (shorter.docs_written, shorter.chunks_deleted) == (3, 1)  # a:1, a:2 back; a:3 lost a chunk
+    assert "a:3#1" not in store.read(["chunk_id"])["chunk_id"].to_list()
+
+
+def test_new_rows_are_searchable_at_once_and_folded_into_the_indexes_past_the_share(tmp_path: Path) -> None:
+    store = VectorStore(
+        str(tmp_path / "db"), EMB.model_id, EMB.dimension, ann_min_rows=300, refresh_share=0.05
+    )
+    docs = {f"s:{i}": (T1, [f"device {i} lock opens door"]) for i in range(400)}
+    store.apply_batch(*_batch("b1", docs))
+    assert {"fts", "ann"} <= set(store.ensure_indexes()) and store.unindexed_rows() == 0
+    small = {f"s:{i}": (T2, [f"device {i} zebra kettle {i}"]) for i in range(5)}  # 5 of 400: 1.25%
+    store.apply_batch(*_batch("b2", small))
+    assert "refresh" not in store.ensure_indexes() and store.unindexed_rows() == 5
+    query = "zebra kettle 3"
+    for mode in ("fts", "vector", "hybrid"):
+        hits = store.search(query, EMB.encode([query])[0], k=5, mode=mode)  # type: ignore[arg-type]
+        assert "s:3#0" in [h["chunk_id"] for h in hits], mode
+    stale = store.search("opens door", None, k=400, mode="fts")  # type: ignore[arg-type]
+    assert len(stale) == 395 and "s:3#0" not in [h["chunk_id"] for h in stale]  # replaced rows are gone
+    large = {f"s:{i}": (T2, [f"device {i} zebra plug"]) for i in range(10, 40)}  # 30 more: 8.75%
+    store.apply_batch(*_batch("b2", large))
+    assert "refresh" in store.ensure_indexes() and store.unindexed_rows() == 0

@@ -209,6 +209,15 @@ def embed_chunks(
     )
 
 
+def vector_matrix(vectors: pl.Series, dimension: int) -> np.ndarray:
+    """A List/Array column of vectors as an (n, dimension) float32 matrix, without Python lists."""
+    if not len(vectors):
+        return np.zeros((0, dimension), dtype=np.float32)
+    if isinstance(vectors.dtype, pl.List):
+        vectors = vectors.list.to_array(dimension)
+    return np.ascontiguousarray(vectors.cast(pl.Array(pl.Float32, dimension)).to_numpy(), dtype=np.float32)
+
+
 def vector_problems(frame: pl.DataFrame, dimension: int, tolerance: float = 1e-2) -> list[str]:
     """Why these vectors must not reach the index; empty when they are finite, of the model's
     dimension and unit-normalised."""
@@ -219,8 +228,11 @@ def vector_problems(frame: pl.DataFrame, dimension: int, tolerance: float = 1e-2
     wrong = int((lengths != dimension).sum())
     if wrong:
         return [f"{wrong} vectors do not have the model's dimension {dimension}"]
-    matrix = np.asarray(vectors.to_list(), dtype=np.float32)
     problems = []
+    missing = int(vectors.is_null().sum())
+    if missing:
+        return [f"{missing} vectors are missing"]
+    matrix = vector_matrix(vectors, dimension)
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         problems.append(f"{int((~finite).sum())} vectors contain NaN or infinity")
