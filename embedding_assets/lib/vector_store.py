@@ -47,12 +47,15 @@ ARROW_TYPES = {
 
 @dataclass(frozen=True)
 class AnnSettings:
-    """How the ANN index is built and searched. Chosen from ``make bench`` (section 4: 1M x 384
-    clustered vectors on 2 cores); see ``bench/results/latest.md`` for the sweep behind them."""
+    """How the ANN index is built and searched, chosen by ``make bench`` (section 4: 1M x 384
+    clustered vectors, 2 cores): the best recall@10 with p99 under 10 ms was IVF_HNSW_SQ with 4,096
+    rows per IVF partition, 5 probes and ef 100 (0.989; p50 6.2 ms, p99 8.4 ms). Larger partitions
+    (16,384 rows) lost recall at every latency; IVF_PQ needs a refine step to pass 0.95, which
+    puts its p99 over 10 ms. See ``bench/FINDINGS.md``."""
 
     rows_per_partition: int = 4096  # IVF partitions = rows / this, at least 1
-    nprobes: int = 20
-    ef: int | None = 100  # HNSW candidate list per partition
+    nprobes: int = 5
+    ef: int | None = 100  # HNSW candidate list per partition (None: LanceDB chooses)
     refine_factor: int | None = None  # re-rank k * this candidates with full vectors
 
     def apply(self, builder: Any) -> Any:
