@@ -60,7 +60,16 @@ def local_instance(settings: Settings) -> dg.DagsterInstance:
     with (home / ".instance.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return dg.DagsterInstance.get()
+            instance = dg.DagsterInstance.get()
+            # SQLite creates the cross-run index shard only when its file is missing; a process
+            # killed between creating the file and its tables leaves a file without tables, which
+            # Dagster never repairs before it checks for them. Opening the shard's connection runs
+            # Dagster's own idempotent set-up (create missing tables, stamp the schema version).
+            index_connection = getattr(instance.event_log_storage, "index_connection", None)
+            if index_connection is not None:
+                with index_connection():
+                    pass
+            return instance
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
