@@ -188,6 +188,15 @@ _SAME_ROW = [
 ]
 
 
+_SAME_ROW_SCHEMA = pl.Schema(
+    {
+        **{c: pl.String() for c in _SAME_ROW},
+        "chunk_index": pl.Int32(),
+        "updated_at": pl.Datetime("us", "UTC"),
+    }
+)
+
+
 def _doc_rows(frame: pl.DataFrame) -> pl.DataFrame:
     """Per document, its chunk rows over :data:`_SAME_ROW` as one sorted list of strings."""
     row = pl.concat_str([pl.col(c).cast(pl.String).fill_null("\x00") for c in _SAME_ROW], separator="\x1f")
@@ -297,32 +306,32 @@ class VectorStore:
 
     # ------------------------------------------------------------------ writes
 
-    def current_versions(self, doc_ids: list[str]) -> dict[str, tuple[datetime, str]]:
-        """For each doc already indexed: the (updated_at, batch) of its indexed version."""
-        found: dict[str, tuple[datetime, str]] = {}
+    def indexed_rows(self, doc_ids: list[str]) -> pl.DataFrame:
+        """The index's chunk rows of these documents, over :data:`_SAME_ROW`."""
         if not doc_ids or not self.exists():
-            return found
-        for part in _chunked(doc_ids):
-            rows = self.read(["doc_id", "updated_at", "batch"], _in_list("doc_id", part))
-            for doc_id, updated_at, batch in rows.iter_rows():
-                key = (updated_at, batch)
-                if doc_id not in found or key > found[doc_id]:
-                    found[doc_id] = key
-        return found
+            return pl.DataFrame(schema=_SAME_ROW_SCHEMA)
+        parts = [self.read(_SAME_ROW, _in_list("doc_id", part)) for part in _chunked(doc_ids)]
+        return pl.concat(parts, how="vertical_relaxed")
 
-    def unchanged_docs(self, chunks: pl.DataFrame) -> pl.DataFrame:
-        """``doc_id`` of the documents whose indexed chunks are exactly ``chunks``' (same ids, text
-        hashes, positions, titles, metadata, versions and batch). Their vectors are the same too:
-        the table is per model and a vector is a function of the chunk's text. Rewriting them would
-        only cost a merge and an index refresh, so a re-run of a batch with 1% edited writes 1%."""
-        if not chunks.height or not self.exists():
-            return pl.DataFrame(schema={"doc_id": pl.String})
-        doc_ids = chunks["doc_id"].unique().to_list()
-        indexed = pl.concat(
-            [self.read(_SAME_ROW, _in_list("doc_id", part)) for part in _chunked(doc_ids)],
-            how="vertical_relaxed",
+    @staticmethod
+    def current_versions(indexed: pl.DataFrame) -> dict[str, tuple[datetime, str]]:
+        """For each doc in ``indexed`` (see :meth:`indexed_rows`): the greatest (updated_at, batch)
+        of its indexed rows."""
+        newest = (
+            indexed.sort("updated_at", "batch")
+            .group_by("doc_id")
+            .agg(pl.col("updated_at").last(), pl.col("batch").last())
         )
-        if not indexed.height:
+        return {doc_id: (updated_at, batch) for doc_id, updated_at, batch in newest.iter_rows()}
+
+    @staticmethod
+    def unchanged_docs(chunks: pl.DataFrame, indexed: pl.DataFrame) -> pl.DataFrame:
+        """``doc_id`` of the documents whose indexed chunks (``indexed``, see :meth:`indexed_rows`)
+        are exactly ``chunks``' (same ids, text hashes, positions, titles, metadata, versions and
+        batch). Their vectors are the same too: the table is per model and a vector is a function
+        of the chunk's text. Rewriting them would only cost a merge and an index refresh, so a
+        re-run of a batch with 1% edited writes 1%."""
+        if not chunks.height or not indexed.height:
             return pl.DataFrame(schema={"doc_id": pl.String})
         incoming = _doc_rows(chunks.with_columns(pl.col("updated_at").fill_null(EPOCH)))
         return (
@@ -349,7 +358,8 @@ class VectorStore:
             docs = newest_here
         else:
             superseded = 0
-        existing = self.current_versions(docs["doc_id"].to_list())
+        indexed = self.indexed_rows(docs["doc_id"].to_list())
+        existing = self.current_versions(indexed)
         winners = (
             docs.filter(
                 pl.struct("doc_id", "updated_at", "batch").map_elements(
@@ -365,7 +375,7 @@ class VectorStore:
         live = winners.filter(~pl.col("deleted"))
         gone = winners.filter(pl.col("deleted"))["doc_id"].to_list()
         upserts = chunks.join(live.select("doc_id"), on="doc_id", how="semi")
-        unchanged = self.unchanged_docs(upserts)
+        unchanged = self.unchanged_docs(upserts, indexed)
         upserts = upserts.join(unchanged, on="doc_id", how="anti")
         touched = winners.join(unchanged, on="doc_id", how="anti")["doc_id"].to_list()
         fault_point("index.before_merge")
@@ -398,10 +408,11 @@ class VectorStore:
             table_version=version,
         )
 
-    def unindexed_rows(self) -> int:
+    def unindexed_rows(self, table: Any = None, indices: list[Any] | None = None) -> int:
         """Rows written since the indexes were last refreshed (the most any index lacks)."""
-        table = self.table()
-        stats = [table.index_stats(idx.name) for idx in table.list_indices()]
+        table = table if table is not None else self.table()
+        indices = indices if indices is not None else table.list_indices()
+        stats = [table.index_stats(idx.name) for idx in indices]
         return max((int(s.num_unindexed_rows) for s in stats if s is not None), default=0)
 
     def ensure_indexes(self) -> list[str]:
@@ -416,9 +427,10 @@ class VectorStore:
 
         table = self.table()
         built: list[str] = []
-        indexed = {col for idx in table.list_indices() for col in idx.columns}
+        indices = table.list_indices()
+        indexed = {col for idx in indices for col in idx.columns}
         rows = table.count_rows()
-        if indexed and self.unindexed_rows() > self.refresh_share * rows:
+        if indexed and self.unindexed_rows(table, indices) > self.refresh_share * rows:
             fault_point("index.build")
             _commit(table.optimize)
             built.append("refresh")
