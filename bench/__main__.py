@@ -91,6 +91,18 @@ def _index_builds(section: dict[str, Any]) -> list[str]:
     return [k for k, v in section.items() if isinstance(v, dict) and "settings" in v]
 
 
+def _sweep_rows(section: dict[str, Any]) -> list[str]:
+    """One table row per index build and search setting measured."""
+    rows = []
+    for name in _index_builds(section):
+        for key, f in section[name]["settings"].items():
+            nprobes, ef, refine = (part.split("=")[1] for part in key.split())
+            rows.append(
+                f"| {name} | {nprobes} | {ef} | {refine} | {f['recall_at_10']} | {f['p50_ms']} | {f['p99_ms']} |"
+            )
+    return rows
+
+
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -169,12 +181,7 @@ def render(report: dict[str, Any]) -> str:
             "| index | nprobes | ef | refine | recall@10 | p50 ms | p99 ms |",
             "|---|---|---|---|---|---|---|",
         ]
-        for name in _index_builds(x):
-            for key, f in x[name]["settings"].items():
-                nprobes, ef, refine = (part.split("=")[1] for part in key.split())
-                lines.append(
-                    f"| {name} | {nprobes} | {ef} | {refine} | {f['recall_at_10']} | {f['p50_ms']} | {f['p99_ms']} |"
-                )
+        lines += _sweep_rows(x)
     shared = report.get("index_shared_basis")
     if shared:
         lines += [
@@ -184,12 +191,7 @@ def render(report: dict[str, Any]) -> str:
             "| index | nprobes | ef | refine | recall@10 | p50 ms | p99 ms |",
             "|---|---|---|---|---|---|---|",
         ]
-        for name in ("ivf_hnsw_sq", "ivf_pq"):
-            for key, f in shared[name]["settings"].items():
-                nprobes, ef, refine = (part.split("=")[1] for part in key.split())
-                lines.append(
-                    f"| {name} | {nprobes} | {ef} | {refine} | {f['recall_at_10']} | {f['p50_ms']} | {f['p99_ms']} |"
-                )
+        lines += _sweep_rows(shared)
     lines += ["", "What these figures mean, and what changed because of them: [FINDINGS.md](../FINDINGS.md)."]
     return "\n".join(lines) + "\n"
 

@@ -83,15 +83,13 @@ def _table(vectors: np.ndarray, start: int) -> pa.Table:
 
 
 def _query(table: Any, q: np.ndarray, nprobes: int | None, ef: int | None, refine: int | None) -> list[int]:
+    from embedding_assets.lib.vector_store import AnnSettings
+
     builder = table.search(q, vector_column_name="vector").distance_type("cosine").limit(10)
     if nprobes is None:
         builder = builder.bypass_vector_index()  # exact: a flat scan, the baseline
-    else:
-        builder = builder.nprobes(nprobes)
-        if ef is not None:
-            builder = builder.ef(ef)
-        if refine is not None:
-            builder = builder.refine_factor(refine)
+    else:  # the settings applied as the pipeline's own search applies them
+        builder = AnnSettings(nprobes=nprobes, ef=ef, refine_factor=refine).apply(builder)
     return [int(h["chunk_id"][1:]) for h in builder.select(["chunk_id"]).to_list()]
 
 
