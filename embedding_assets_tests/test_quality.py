@@ -21,7 +21,7 @@ from embedding_assets.lib.quality import (
     missing_rates,
     near_duplicates,
     normalise_text,
-    normalised_hashes,
+    normalised_texts,
     psi,
     robust_z,
     text_drift,
@@ -143,16 +143,28 @@ def test_normalise_text() -> None:
     assert normalise_text("Straße") == "strasse"  # casefold, not lower
 
 
-def test_normalised_hashes_match_trivial_variants() -> None:
+def test_normalised_texts_match_trivial_variants() -> None:
     texts = pl.Series("text", ["Hello  World", "hello world\n", "ＨＥＬＬＯ world", "Goodbye world", None])
-    hashes = normalised_hashes(texts)
-    assert hashes.dtype == pl.String
-    values = hashes.to_list()
+    normalised = normalised_texts(texts)
+    assert normalised.dtype == pl.String
+    values = normalised.to_list()
     assert values[0] == values[1] == values[2]
     assert values[0] != values[3]
     assert values[4] is None
-    assert values[0] is not None and len(values[0]) == 64
-    assert all(c in "0123456789abcdef" for c in values[0])
+
+
+def test_normalised_texts_equal_normalise_text_on_ascii_and_other_text() -> None:
+    texts = [
+        "  Hello\u00a0 WORLD\n\tagain ",
+        "ＦＵＬＬ ｗｉｄｔｈ ﬁ",
+        "Straße",
+        "Plain ASCII\r\n\x0b\x0cwith   runs\tof  space ",
+        "",
+        "   ",
+        "MiXeD case, punctuation! 123",
+        "café au lait",
+    ]
+    assert normalised_texts(pl.Series(texts)).to_list() == [normalise_text(t) for t in texts]
 
 
 # ------------------------------------------------------------------------------------------- near dupes

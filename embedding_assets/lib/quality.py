@@ -6,7 +6,6 @@ re-run with identical results.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import re
@@ -111,15 +110,6 @@ def normalise_text(text: str) -> str:
     """NFKC, casefold and collapse whitespace, so trivially different copies compare equal."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     return _WHITESPACE.sub(" ", folded).strip()
-
-
-def normalised_hashes(texts: pl.Series) -> pl.Series:
-    """sha256 hex of :func:`normalise_text` per element (null stays null): the exact-duplicate key."""
-    values = [
-        None if text is None else hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
-        for text in texts.to_list()
-    ]
-    return pl.Series(texts.name, values, dtype=pl.String)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,7 +273,7 @@ def near_duplicates(
     Ids are processed in the given order; the first of a cluster is kept and each later one is
     reported against the earliest kept text it matches. The search is exact (every pair at or over
     the threshold is found, see :func:`_similar_pairs`), vectorised, and does not depend on ``seed``
-    beyond 64-bit hash collisions.
+    beyond 48-bit shingle-hash collisions.
     """
     if len(ids) != len(texts):
         raise ValueError(f"ids and texts differ in length: {len(ids)} != {len(texts)}")
