@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from embedding_assets.lib.quality import (
+    GARBAGE_SUSPECT,
     DriftFigures,
     NearDuplicate,
     category_counts,
@@ -120,6 +121,21 @@ def test_control_characters_threshold() -> None:
     text = "x" * 99 + "\x07"
     assert "control_chars" in _rules(text)
     assert "control_chars" not in _rules(text, max_control_share=0.02)
+
+
+def test_every_text_a_garbage_rule_flags_matches_the_prefilter() -> None:
+    """with_garbage runs the rules only on texts GARBAGE_SUSPECT matches: it must miss none."""
+    rng = random.Random(7)
+    pieces = [
+        *(" ".join(CLEAN_TEXTS[i].split()[:4]) for i in range(len(CLEAN_TEXTS))),
+        "\ufffd", "Ã©", "â€™", "Ã¼", "ðŸ", "&amp;", "&#39;", "&#x27;", "\x07", "\x1b", "\x85", "\x7f",
+        " ", "\n", "\t", "&", "é",
+    ]  # fmt: skip
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
+    flagged = [t for t in texts if garbage_reasons(t)]
+    assert len(flagged) > 500  # the rules fire often enough for this to mean something
+    assert pl.Series(flagged).str.contains(GARBAGE_SUSPECT).all()
+    assert not pl.Series(CLEAN_TEXTS).str.contains(GARBAGE_SUSPECT).all()  # it is a filter, not "match all"
 
 
 def test_garbage_reasons_series_is_list_of_strings() -> None:

@@ -26,10 +26,15 @@ _REPLACEMENT = "\ufffd"
 # A lead character of a UTF-8 multi-byte sequence as cp1252/latin-1 renders it (Ã Â â for 2/3-byte
 # Latin and punctuation, Ä Å for Central-European letters, ð for emoji) followed by what a
 # continuation byte 0x80-0xBF renders as in cp1252 (the curly quotes, dashes, € ...) or latin-1.
-_MOJIBAKE = re.compile("[ÃÂâÄÅð][\x80-\xbf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]")
+_MOJIBAKE_LEADS = "ÃÂâÄÅð"
+_MOJIBAKE = re.compile(f"[{_MOJIBAKE_LEADS}][\x80-\xbf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]")
 _ENTITY = re.compile(r"&[a-zA-Z]{2,8};|&#\d{1,6};|&#x[0-9a-fA-F]{1,6};")
 # C0 controls except \t \n \r, DEL, and the C1 block (which only appears after a latin-1 mis-decode).
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A polars (Rust) regex for a character that every rule above needs to fire (U+FFFD, a mojibake lead,
+# '&' for entities, a control character): a text without one is clean, so only the rest need
+# :func:`garbage_reasons`. Keep it in step with the rules.
+GARBAGE_SUSPECT = rf"[\x{{FFFD}}&\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x{{9F}}{_MOJIBAKE_LEADS}]"
 _MIN_REPLACEMENTS = 3
 _MIN_MOJIBAKE = 2
 _MIN_ENTITIES = 3

@@ -15,7 +15,7 @@ import pandera.polars as pa
 import polars as pl
 
 from embedding_assets.lib.contracts import Contract
-from embedding_assets.lib.quality import garbage_reasons
+from embedding_assets.lib.quality import GARBAGE_SUSPECT, garbage_reasons_series
 
 RowRule = Callable[[pl.LazyFrame], pl.LazyFrame]
 
@@ -108,11 +108,6 @@ def row_schema(contract: Contract, rules: list[Rule]) -> pa.DataFrameSchema:
     )
 
 
-# Every garbage rule needs one of these characters (U+FFFD, a mojibake lead byte, '&' for entities,
-# a control character), so only texts containing one go through the Python rules.
-_GARBAGE_SUSPECT = r"[\x{FFFD}&\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x{9F}ÃÂâÄÅð]"
-
-
 def _empty_lists(n: int) -> pl.Series:
     return pl.Series("reasons", [[]], dtype=pl.List(pl.String)).new_from_index(0, n)
 
@@ -138,12 +133,13 @@ def with_garbage(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     texts = frame.select(
         pl.concat_str([title.fill_null(""), pl.col("text").fill_null("")], separator="\n").alias("t")
     )["t"]
-    suspect = texts.str.contains(_GARBAGE_SUSPECT).fill_null(False)
-    found = [
-        garbage_reasons(t, max_replacement_share=q.max_replacement_share, max_entity_share=q.max_entity_share)
-        for t in texts.filter(suspect).to_list()
-    ]
-    garbage = _lists_at(frame.height, suspect.arg_true().to_list(), found)
+    suspect = texts.str.contains(GARBAGE_SUSPECT).fill_null(False)  # the rest are clean
+    found = garbage_reasons_series(
+        texts.filter(suspect),
+        max_replacement_share=q.max_replacement_share,
+        max_entity_share=q.max_entity_share,
+    )
+    garbage = _lists_at(frame.height, suspect.arg_true().to_list(), found.to_list())
     return frame.with_columns(garbage.alias("_garbage"))
 
 
