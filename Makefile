@@ -57,7 +57,7 @@ lint: install
 	$(VENV)/bin/mypy embedding_assets
 
 sample:  ## regenerate the committed sample landing data
-	$(PY) -m embedding_assets.lib.samplegen data
+	$(PY) -m embedding_assets.samplegen data
 
 clean:  ## remove generated state (lake, index, Dagster instance); keeps .venv and the sample
 	rm -rf data/lake data/lancedb data/dagster

@@ -54,7 +54,7 @@ def main() -> int:
 
             if cost is None and not args.smoke:
                 from bench.embed_stage import sample_chunks
-                from embedding_assets.lib.embedder import SentenceTransformerEmbedder
+                from embedding_assets.embed.embedder import SentenceTransformerEmbedder
 
                 embedder = SentenceTransformerEmbedder(device="auto")
                 texts = sample_chunks(300, embedder)["text"].to_list()

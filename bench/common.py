@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedding_assets.lib.samplegen import _ticket
+from embedding_assets.samplegen import _ticket
 
 
 @dataclass

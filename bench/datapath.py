@@ -17,11 +17,13 @@ import polars as pl
 from deltalake import write_deltalake
 
 from bench.common import in_subprocess, ticket_rows, write_jsonl
-from embedding_assets.lib import bronze as bronze_lib
-from embedding_assets.lib.contracts import Contract, load_contracts, metadata_fields
-from embedding_assets.lib.lake import Lake
-from embedding_assets.lib.landing import read_raw_batch
-from embedding_assets.lib.transforms import bronze_to_silver, union_documents, with_metadata_columns
+from embedding_assets.contracts.load import load_contracts
+from embedding_assets.contracts.model import Contract, metadata_fields
+from embedding_assets.core.lake import Lake
+from embedding_assets.gold.documents import union_documents, with_metadata_columns
+from embedding_assets.ingest import bronze as bronze_lib
+from embedding_assets.ingest.landing import read_raw_batch
+from embedding_assets.refine.silver import bronze_to_silver
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = "2026-11-01"

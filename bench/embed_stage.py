@@ -12,13 +12,14 @@ from typing import Any
 import polars as pl
 
 from bench.common import best_of, ticket_rows
-from embedding_assets.lib.chunking import Chunker, ChunkerSettings, chunk_documents
-from embedding_assets.lib.contracts import load_contracts
-from embedding_assets.lib.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from embedding_assets.lib.embedding import CACHE_SCHEMA, embed_chunks
-from embedding_assets.lib.lake import Lake
-from embedding_assets.lib.landing import RAW_SCHEMA
-from embedding_assets.lib.transforms import bronze_to_silver, union_documents
+from embedding_assets.contracts.load import load_contracts
+from embedding_assets.core.lake import Lake
+from embedding_assets.embed.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from embedding_assets.embed.encode import CACHE_SCHEMA, embed_chunks
+from embedding_assets.gold.chunking import Chunker, ChunkerSettings, chunk_documents
+from embedding_assets.gold.documents import union_documents
+from embedding_assets.ingest.landing import RAW_SCHEMA
+from embedding_assets.refine.silver import bronze_to_silver
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ import polars as pl
 from bench.common import ticket_rows, write_jsonl
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
-from embedding_assets.lib.embedder import Embedder, HashingEmbedder
+from embedding_assets.embed.embedder import Embedder, HashingEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = "2026-11-01"

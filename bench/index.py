@@ -83,7 +83,7 @@ def _table(vectors: np.ndarray, start: int) -> pa.Table:
 
 
 def _query(table: Any, q: np.ndarray, nprobes: int | None, ef: int | None, refine: int | None) -> list[int]:
-    from embedding_assets.lib.vector_store import AnnSettings
+    from embedding_assets.index.table import AnnSettings
 
     builder = table.search(q, vector_column_name="vector").distance_type("cosine").limit(10)
     if nprobes is None:
@@ -141,7 +141,7 @@ def run(n: int, smoke: bool = False) -> dict[str, Any]:
     import lancedb
     from lancedb.index import FTS, IvfPq
 
-    from embedding_assets.lib.vector_store import ANN_DEFAULTS, AnnSettings
+    from embedding_assets.index.table import ANN_DEFAULTS, AnnSettings
 
     n = 5_000 if smoke else n
     n_queries = 50 if smoke else 200

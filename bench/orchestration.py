@@ -14,15 +14,15 @@ import dagster as dg
 
 from bench.common import ticket_rows, write_jsonl
 from bench.datapath import bronze_to_gold
+from embedding_assets.contracts.load import load_contracts
+from embedding_assets.core.lake import Lake
 from embedding_assets.defs.factory import build_defs
 from embedding_assets.defs.orchestration import pipeline_nodes, plan_sync, register
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.state import inputs_metadata
 from embedding_assets.defs.sync import sync
-from embedding_assets.lib.chunking import chunk_documents
-from embedding_assets.lib.contracts import load_contracts
-from embedding_assets.lib.embedding import CACHE_SCHEMA, embed_chunks
-from embedding_assets.lib.lake import Lake
+from embedding_assets.embed.encode import CACHE_SCHEMA, embed_chunks
+from embedding_assets.gold.chunking import chunk_documents
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = "2026-11-01"
@@ -61,10 +61,10 @@ def direct(root: Path) -> int:
     cache = lake.read("embeddings", CACHE_SCHEMA)
     embedded = embed_chunks(chunks, cache, embedder, batch=BATCH, now=now)
     lake.overwrite_batch("embeddings", embedded.frame, BATCH)
-    store = pipeline.vector_store(embedder)
+    writer = pipeline.index_writer(embedder)
     vectors = chunks.join(embedded.frame.select("chunk_id", "vector"), on="chunk_id")
-    store.apply_batch(vectors, documents)
-    store.ensure_indexes()
+    writer.apply_batch(vectors, documents)
+    writer.ensure_indexes()
     return vectors.height
 
 

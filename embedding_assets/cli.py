@@ -55,8 +55,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    from embedding_assets.lib.lake import Lake
-    from embedding_assets.lib.report import load_reports
+    from embedding_assets.core.lake import Lake
+    from embedding_assets.refine.report import load_reports
 
     reports = load_reports(Lake(Settings.from_env().lake_uri), args.batch, args.source)
     if args.json:
@@ -80,18 +80,20 @@ def run_search(
     index_version: int | None = None,
     where: str | None = None,
 ) -> list[dict[str, Any]]:
-    from embedding_assets.lib.contracts import load_contracts, metadata_fields
-    from embedding_assets.lib.embedder import build_embedder
-    from embedding_assets.lib.vector_store import VectorStore
+    from embedding_assets.contracts.load import load_contracts
+    from embedding_assets.contracts.model import metadata_fields
+    from embedding_assets.embed.embedder import build_embedder
+    from embedding_assets.index.reader import IndexReader
+    from embedding_assets.index.table import ChunkTable
 
     embedder = build_embedder(settings.embedder, settings.model, settings.device, settings.batch_size)
-    store = VectorStore(
+    table = ChunkTable(
         settings.lancedb_uri,
         embedder.model_id,
         embedder.dimension,
-        settings.ann_min_rows,
-        metadata=metadata_fields(load_contracts(settings.contracts_dir)),
+        metadata_fields(load_contracts(settings.contracts_dir)),
     )
+    store = IndexReader(table)
     vectors = embedder.encode(queries) if mode != "fts" else [None] * len(queries)
     return [
         {

@@ -3,13 +3,18 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
 import pytest
 
 from embedding_assets.defs.resources import PipelineResource
+from embedding_assets.index.reader import IndexReader
+from embedding_assets.index.table import ChunkTable
+from embedding_assets.index.writer import IndexWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data"
@@ -97,8 +102,28 @@ def index_snapshot(root: Path, model_id: str = "hashing-embedder-v1") -> pl.Data
     """Every LanceDB row of the model's table (vectors included), sorted by chunk id."""
     import lancedb
 
-    from embedding_assets.lib.embedder import model_slug
+    from embedding_assets.embed.embedder import model_slug
 
     db = lancedb.connect(str(root / "lancedb"))
     table = db.open_table(f"chunks__{model_slug(model_id)}")
     return pl.from_arrow(table.to_arrow()).sort("chunk_id")  # type: ignore[return-value]
+
+
+@dataclass
+class Index:
+    """One model's chunk table with its writer and reader, as the pipeline opens them."""
+
+    table: ChunkTable
+    writer: IndexWriter
+    reader: IndexReader
+
+
+def open_index(
+    uri: str,
+    model_id: str = "hashing-embedder-v1",
+    dimension: int = 384,
+    ann_min_rows: int = 5000,
+    **meta: Any,
+) -> Index:
+    table = ChunkTable(uri, model_id, dimension, meta.get("metadata"))
+    return Index(table, IndexWriter(table, ann_min_rows=ann_min_rows), IndexReader(table))

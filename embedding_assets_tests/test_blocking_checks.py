@@ -10,7 +10,7 @@ import pytest
 
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
-from embedding_assets.lib.embedder import HashingEmbedder
+from embedding_assets.embed.embedder import HashingEmbedder
 from embedding_assets_tests.conftest import materialization_count
 
 pytestmark = pytest.mark.slow

@@ -3,9 +3,10 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from embedding_assets.lib.chunking import Chunker, ChunkerSettings, chunk_documents
-from embedding_assets.lib.embedder import bundled_tokenizer
-from embedding_assets.lib.transforms import GOLD_DOCUMENT_COLUMNS, SILVER_SCHEMA
+from embedding_assets.embed.embedder import bundled_tokenizer
+from embedding_assets.gold.chunking import Chunker, ChunkerSettings, chunk_documents
+from embedding_assets.gold.documents import GOLD_DOCUMENT_COLUMNS
+from embedding_assets.refine.tables import SILVER_SCHEMA
 
 SENTENCES = [
     f"Sentence number {i} explains how the {w} keeps working after a restart."

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from embedding_assets.lib.contract_schema import (
+from embedding_assets.contracts.load import parse_contract
+from embedding_assets.contracts.model import ContractError
+from embedding_assets.contracts.schema import (
     CONTRACT_SCHEMA_PATH,
     load_schema,
     schema_errors,
     validate_contract_document,
 )
-from embedding_assets.lib.contracts import ContractError, parse_contract
 from embedding_assets_tests.conftest import SAMPLE
 
 FULL: dict[str, Any] = {
@@ -131,8 +132,8 @@ quality:
 
 
 def test_the_schema_ships_in_the_package() -> None:
-    assert CONTRACT_SCHEMA_PATH.is_file() and CONTRACT_SCHEMA_PATH.parent.name == "embedding_assets"
-    shipped = files("embedding_assets") / "contract.schema.json"
+    assert CONTRACT_SCHEMA_PATH.is_file() and CONTRACT_SCHEMA_PATH.parent.name == "contracts"
+    shipped = files("embedding_assets.contracts") / "contract.schema.json"
     assert json.loads(shipped.read_text(encoding="utf-8")) == load_schema()
 
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.lib.contracts import ContractError, load_contract, load_contracts
+from embedding_assets.contracts.load import load_contract, load_contracts
+from embedding_assets.contracts.model import ContractError
 from embedding_assets_tests.conftest import SAMPLE
 
 

@@ -20,10 +20,9 @@ from deltalake import DeltaTable
 from embedding_assets.cli import main as cli_main
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
-from embedding_assets.lib.embedder import HashingEmbedder
-from embedding_assets.lib.vector_store import VectorStore
+from embedding_assets.embed.embedder import HashingEmbedder
 from embedding_assets_tests import malformed
-from embedding_assets_tests.conftest import index_snapshot, make_pipeline
+from embedding_assets_tests.conftest import index_snapshot, make_pipeline, open_index
 
 pytestmark = pytest.mark.slow
 BATCH = "2026-11-15"
@@ -137,11 +136,11 @@ def test_a_new_contract_column_evolves_silver_gold_and_the_index_without_reembed
     ]  # fmt: skip
     (new / "tickets.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tickets))
     assert sync(instance, pipeline, echo=Echo()).ok
-    store = VectorStore(str(root / "lancedb"), HashingEmbedder().model_id, HashingEmbedder().dimension)
-    german = store.read(["doc_id", "language"], "language = 'de'")
+    store = open_index(str(root / "lancedb"), HashingEmbedder().model_id, HashingEmbedder().dimension)
+    german = store.table.read(["doc_id", "language"], "language = 'de'")
     assert sorted(german["doc_id"]) == ["helpdesk:T-90", "helpdesk:T-91", "helpdesk:T-92"]
-    english = store.read(["doc_id", "batch"], "language = 'en' AND source = 'helpdesk'")
+    english = store.table.read(["doc_id", "batch"], "language = 'en' AND source = 'helpdesk'")
     assert set(english["batch"]) == {"2026-11-01", "2026-11-08"}
-    table = lancedb.connect(str(root / "lancedb")).open_table(store.table_name)
+    table = lancedb.connect(str(root / "lancedb")).open_table(store.table.name)
     hits = table.search([0.0] * HashingEmbedder().dimension).where("language = 'de'").limit(10).to_list()
     assert {h["doc_id"] for h in hits} == {"helpdesk:T-90", "helpdesk:T-91", "helpdesk:T-92"}

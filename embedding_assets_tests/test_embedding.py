@@ -3,14 +3,14 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
-from embedding_assets.lib.embedder import HashingEmbedder
-from embedding_assets.lib.embedding import CACHE_SCHEMA, embed_chunks, vector_problems
+from embedding_assets.embed.embedder import HashingEmbedder
+from embedding_assets.embed.encode import CACHE_SCHEMA, embed_chunks, vector_problems
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def _chunks(texts: list[str]) -> pl.DataFrame:
-    from embedding_assets.lib.hashing import sha256_text
+    from embedding_assets.core.hashing import sha256_text
 
     return pl.DataFrame(
         {

@@ -11,13 +11,12 @@ import lancedb
 import polars as pl
 import pytest
 
+from embedding_assets.core import faults
 from embedding_assets.defs.factory import build_defs
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import forecast, sync
-from embedding_assets.lib import faults
-from embedding_assets.lib.embedder import HashingEmbedder
-from embedding_assets.lib.vector_store import VectorStore
-from embedding_assets_tests.conftest import index_snapshot, make_pipeline, materialization_count
+from embedding_assets.embed.embedder import HashingEmbedder
+from embedding_assets_tests.conftest import index_snapshot, make_pipeline, materialization_count, open_index
 
 pytestmark = pytest.mark.slow
 B1, B2 = "2026-11-01", "2026-11-08"
@@ -113,10 +112,10 @@ def test_snapshot_source_deletes_what_a_batch_no_longer_lists(
     pipeline = make_pipeline(root)
     summary = sync(instance, pipeline, echo=_quiet)
     assert summary.ok, summary.render()
-    store = VectorStore(str(root / "lancedb"), HashingEmbedder().model_id, 384)
-    docs = set(store.read(["doc_id"])["doc_id"])
+    store = open_index(str(root / "lancedb"), HashingEmbedder().model_id, 384)
+    docs = set(store.table.read(["doc_id"])["doc_id"])
     assert "stock:S3" not in docs and {"stock:S0", "stock:S5"} <= docs
-    hits = store.search("spare part number 3", None, k=20, mode="fts", source="stock")
+    hits = store.reader.search("spare part number 3", None, k=20, mode="fts", source="stock")
     assert "stock:S3" not in {h["doc_id"] for h in hits}
     gold = pl.read_delta(str(root / "lake" / "gold" / "documents")).filter(pl.col("doc_id") == "stock:S3")
     assert gold.sort("batch")["deleted"].to_list() == [False, True]
@@ -128,7 +127,7 @@ def test_snapshot_source_deletes_what_a_batch_no_longer_lists(
     (folder / "stock.jsonl").write_text(json.dumps(rows["S0"]) + "\n")
     held = sync(instance, pipeline, echo=_quiet)
     assert not held.ok and "vector_index" in held.blocked["2026-11-15"]
-    assert {"stock:S1", "stock:S2"} <= set(store.read(["doc_id"])["doc_id"])
+    assert {"stock:S1", "stock:S2"} <= set(store.table.read(["doc_id"])["doc_id"])
 
 
 def test_out_of_order_backfill_never_overwrites_newer_content(
@@ -304,8 +303,10 @@ def test_provenance_reproduces_a_past_index_state(
         str(root / "lake" / "gold" / "chunks"), version=int(meta["gold_chunks_delta_version"])
     )  # type: ignore[call-overload]
     assert old.sort("chunk_id", "batch").equals(past_chunks.sort("chunk_id", "batch"))
-    store = VectorStore(str(root / "lancedb"), "hashing-embedder-v1", 384)
-    then = store.search("replacement thermostat", None, k=1, mode="fts", version=int(meta["lancedb_version"]))  # type: ignore[call-overload]
+    store = open_index(str(root / "lancedb"), "hashing-embedder-v1", 384)
+    then = store.reader.search(
+        "replacement thermostat", None, k=1, mode="fts", version=int(meta["lancedb_version"])
+    )  # type: ignore[call-overload]
     assert "second replacement" not in then[0]["text"]
 
 

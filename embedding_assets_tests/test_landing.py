@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets.lib.contracts import load_contracts
-from embedding_assets.lib.landing import name_problem, read_raw_batch, scan_landing
+from embedding_assets.contracts.load import load_contracts
+from embedding_assets.ingest.landing import name_problem, read_raw_batch, scan_landing
 from embedding_assets_tests.conftest import SAMPLE
 
 

@@ -12,17 +12,22 @@ import pytest
 from embedding_assets.defs.factory import build_defs
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
-from embedding_assets.lib.embedder import HashingEmbedder
-from embedding_assets.lib.vector_store import VectorStore
-from embedding_assets_tests.conftest import lake_snapshot, make_pipeline, materialization_count
+from embedding_assets.embed.embedder import HashingEmbedder
+from embedding_assets_tests.conftest import (
+    Index,
+    lake_snapshot,
+    make_pipeline,
+    materialization_count,
+    open_index,
+)
 
 pytestmark = pytest.mark.slow
 B1, B2 = "2026-11-01", "2026-11-08"
 
 
-def _store(root: Path) -> VectorStore:
+def _store(root: Path) -> Index:
     emb = HashingEmbedder()
-    return VectorStore(str(root / "lancedb"), emb.model_id, emb.dimension)
+    return open_index(str(root / "lancedb"), emb.model_id, emb.dimension)
 
 
 def _index_rows(root: Path) -> pl.DataFrame:
@@ -75,11 +80,11 @@ def test_sync_builds_every_layer_and_applies_updates_and_deletes(
     assert set(guide3["batch"]) == {B2}
 
     store = _store(root)
-    hits = store.search("replacement thermostat arrived", None, k=5, mode="fts")
+    hits = store.reader.search("replacement thermostat arrived", None, k=5, mode="fts")
     assert hits[0]["doc_id"] == "helpdesk:T-1007"
     for mode in ("fts", "hybrid"):
         vec = HashingEmbedder().encode(["deleted ticket T-1013"])[0]
-        found = store.search("schedule resets overnight", vec, k=50, mode=mode)  # type: ignore[arg-type]
+        found = store.reader.search("schedule resets overnight", vec, k=50, mode=mode)  # type: ignore[arg-type]
         assert "helpdesk:T-1013" not in {h["doc_id"] for h in found}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from embedding_assets.lib.quality import (
+from embedding_assets.refine.quality import (
     GARBAGE_SUSPECT,
     DriftFigures,
     NearDuplicate,

@@ -11,11 +11,13 @@ import polars as pl
 import pytest
 import yaml
 
-from embedding_assets.lib.contracts import ContractError, load_contract, parse_contract
-from embedding_assets.lib.landing import RAW_SCHEMA
-from embedding_assets.lib.migrations import detect_version, migrate
-from embedding_assets.lib.report import assess
-from embedding_assets.lib.transforms import FIELD_PREFIX, SilverResult, bronze_to_silver
+from embedding_assets.contracts.load import load_contract, parse_contract
+from embedding_assets.contracts.model import ContractError
+from embedding_assets.ingest.landing import RAW_SCHEMA
+from embedding_assets.refine.migrations import detect_version, migrate
+from embedding_assets.refine.report import assess
+from embedding_assets.refine.silver import SilverResult, bronze_to_silver
+from embedding_assets.refine.tables import FIELD_PREFIX
 from embedding_assets_tests import malformed
 
 

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import polars as pl
 
-from embedding_assets.lib.contracts import load_contracts
-from embedding_assets.lib.landing import RAW_SCHEMA
-from embedding_assets.lib.schemas import silver_failures
-from embedding_assets.lib.transforms import SILVER_SCHEMA, bronze_to_silver, latest_documents, union_documents
+from embedding_assets.contracts.load import load_contracts
+from embedding_assets.gold.documents import latest_documents, union_documents
+from embedding_assets.ingest.landing import RAW_SCHEMA
+from embedding_assets.refine.schemas import silver_failures
+from embedding_assets.refine.silver import bronze_to_silver
+from embedding_assets.refine.tables import SILVER_SCHEMA
 from embedding_assets_tests.conftest import SAMPLE
 
 HELPDESK = load_contracts(SAMPLE / "contracts")["helpdesk"]
@@ -145,7 +147,7 @@ def test_latest_documents_prefers_updated_at_then_batch(tmp_path: Path) -> None:
 def test_bronze_appends_new_deliveries_only() -> None:
     from datetime import UTC, datetime
 
-    from embedding_assets.lib.bronze import BRONZE_SCHEMA, bronze_version, latest_delivery, new_delivery
+    from embedding_assets.ingest.bronze import BRONZE_SCHEMA, bronze_version, latest_delivery, new_delivery
 
     now = datetime(2026, 11, 1, tzinfo=UTC)
     raw = _raw(_ticket("T-1"), _ticket("T-2"))
@@ -172,7 +174,7 @@ def test_bronze_appends_new_deliveries_only() -> None:
 
 
 def test_snapshot_tombstones_delete_what_a_full_snapshot_lacks() -> None:
-    from embedding_assets.lib.transforms import snapshot_tombstones
+    from embedding_assets.gold.documents import snapshot_tombstones
 
     def docs(batch: str, rows: dict[str, tuple[int, bool]]) -> pl.DataFrame:
         return pl.DataFrame(

@@ -7,6 +7,12 @@ import dagster as dg
 import polars as pl
 from dagster_pandera import pandera_schema_to_dagster_type
 
+from embedding_assets.contracts.load import contract_version, load_contract
+from embedding_assets.contracts.model import Contract, metadata_fields
+from embedding_assets.core.faults import fault_point
+from embedding_assets.core.hashing import frame_hash, sha256_text
+from embedding_assets.core.lake import Lake
+from embedding_assets.core.retry import Backoff
 from embedding_assets.defs.partitions import batches
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.state import (
@@ -17,11 +23,9 @@ from embedding_assets.defs.state import (
     inputs_metadata,
     key_str,
 )
-from embedding_assets.lib import bronze as bronze_lib
-from embedding_assets.lib.chunking import CHUNK_SCHEMA, chunk_documents, chunks_version
-from embedding_assets.lib.contracts import Contract, contract_version, load_contract, metadata_fields
-from embedding_assets.lib.embedder import Embedder
-from embedding_assets.lib.embedding import (
+from embedding_assets.embed.drift import centroid_drift
+from embedding_assets.embed.embedder import Embedder
+from embedding_assets.embed.encode import (
     CACHE_SCHEMA,
     DEAD_LETTER_SCHEMA,
     EMBEDDING_SCHEMA,
@@ -29,27 +33,24 @@ from embedding_assets.lib.embedding import (
     embeddings_version,
     vector_problems,
 )
-from embedding_assets.lib.faults import fault_point
-from embedding_assets.lib.hashing import frame_hash, sha256_text
-from embedding_assets.lib.lake import Lake
-from embedding_assets.lib.landing import read_raw_batch, scan_landing
-from embedding_assets.lib.planner import earlier_key
-from embedding_assets.lib.report import QUALITY_TABLE, REPORT_SCHEMA, assess, centroid_drift, silver_checks
-from embedding_assets.lib.retry import Backoff
-from embedding_assets.lib.schemas import SilverDocuments, silver_failures
-from embedding_assets.lib.transforms import (
+from embedding_assets.gold.chunking import CHUNK_SCHEMA, chunk_documents, chunks_version
+from embedding_assets.gold.documents import (
     GOLD_DOCUMENT_COLUMNS,
-    SILVER_SCHEMA,
-    bronze_to_silver,
-    documents_version,
     expected_live_chunks,
     latest_documents,
-    quarantine_version,
     snapshot_tombstones,
     union_documents,
     with_metadata_columns,
 )
-from embedding_assets.lib.vector_store import ExpectedIndex
+from embedding_assets.index.reader import IndexReader
+from embedding_assets.index.repair import ExpectedIndex, reconcile
+from embedding_assets.ingest import bronze as bronze_lib
+from embedding_assets.ingest.landing import read_raw_batch, scan_landing
+from embedding_assets.lib.planner import earlier_key
+from embedding_assets.refine.report import QUALITY_TABLE, REPORT_SCHEMA, assess, silver_checks
+from embedding_assets.refine.schemas import SilverDocuments, silver_failures
+from embedding_assets.refine.silver import bronze_to_silver, documents_version, quarantine_version
+from embedding_assets.refine.tables import SILVER_SCHEMA
 
 GOLD_DOCUMENTS = dg.AssetKey(["gold", "documents"])
 GOLD_CHUNKS = dg.AssetKey(["gold", "chunks"])
@@ -525,7 +526,8 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):
     indexes kept current."""
     lake, batch = pipeline.lake(), context.partition_key
     embedder = pipeline.embedder()
-    store = pipeline.vector_store(embedder)
+    writer = pipeline.index_writer(embedder)
+    store = writer.table
     of_batch_and_model = (pl.col("batch") == batch) & (pl.col("model_id") == embedder.model_id)
     chunks = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA)
     vectors = lake.read("embeddings", EMBEDDING_SCHEMA, of_batch_and_model)
@@ -541,20 +543,20 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):
     newest = latest_documents(
         lake.read("gold/documents", GOLD_DOC_SCHEMA, pl.col("doc_id").is_in(documents["doc_id"].implode()))
     )
-    applied = store.apply_batch(rows, documents, newest)
-    built = store.ensure_indexes()
-    fingerprint = store.batch_fingerprint(batch)
-    recon = store.reconcile(expected_index(lake, embedder.model_id))
+    applied = writer.apply_batch(rows, documents, newest)
+    built = writer.ensure_indexes()
+    fingerprint = IndexReader(store).batch_fingerprint(batch)
+    recon = reconcile(store, expected_index(lake, embedder.model_id))
     yield dg.MaterializeResult(
         data_version=dg.DataVersion(
             sha256_text(frame_hash(fingerprint, ["chunk_id", "chunk_hash"]), embedder.model_id)
         ),
         metadata={
             "dagster/row_count": fingerprint.height,
-            "table": store.table_name,
+            "table": store.name,
             "lancedb_version": store.version(),
             "lancedb_merge_version": applied.table_version,
-            "metadata_columns_backfilled": ", ".join(store.backfilled) or "none",
+            "metadata_columns_backfilled": ", ".join(writer.backfilled) or "none",
             "docs_written": applied.docs_written,
             "docs_skipped_older": applied.docs_skipped_older,
             "docs_deleted": applied.docs_deleted,
@@ -562,7 +564,7 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource):
             "chunks_deleted": applied.chunks_deleted,
             "chunks_dead_lettered": dead.height,
             "indexes_built": ",".join(built) or "none",
-            "ann_index": store.has_ann_index(),
+            "ann_index": IndexReader(store).has_ann_index(),
             "gold_chunks_delta_version": lake.version("gold/chunks") or 0,
             "embeddings_delta_version": lake.version("embeddings") or 0,
             **provenance(embedder, pipeline),

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from embedding_assets.contracts.load import load_contracts
 from embedding_assets.defs.assets import build_gold_assets, build_source_assets, embeddings, vector_index
 from embedding_assets.defs.orchestration import pipeline_nodes
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sensors import build_landing_sensor
-from embedding_assets.lib.contracts import load_contracts
 
 
 def build_assets(contracts_dir: Path) -> list[dg.AssetsDefinition]:

@@ -20,7 +20,7 @@ from embedding_assets.defs.assets import layer_key
 from embedding_assets.defs.partitions import BATCHES
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.state import EARLIER_DEPS_KEY, key_str, state_for
-from embedding_assets.lib.landing import EMPTY_HASH, LandingScan, scan_landing
+from embedding_assets.ingest.landing import EMPTY_HASH, LandingScan, scan_landing
 from embedding_assets.lib.planner import (
     EARLIER,
     Node,

@@ -10,9 +10,9 @@ import polars as pl
 
 from embedding_assets.defs.assets import VECTOR_INDEX, expected_index
 from embedding_assets.defs.resources import PipelineResource
-from embedding_assets.lib.chunking import CHUNK_SCHEMA
-from embedding_assets.lib.embedding import EMBEDDING_SCHEMA
-from embedding_assets.lib.vector_store import Reconciliation
+from embedding_assets.embed.encode import EMBEDDING_SCHEMA
+from embedding_assets.gold.chunking import CHUNK_SCHEMA
+from embedding_assets.index.repair import Reconciliation, reconcile, repair
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RepairReport:
 
 def repair_index(instance: dg.DagsterInstance | None, pipeline: PipelineResource) -> RepairReport:
     lake, embedder = pipeline.lake(), pipeline.embedder()
-    store = pipeline.vector_store(embedder)
+    writer = pipeline.index_writer(embedder)
     expected = expected_index(lake, embedder.model_id)
     keys = ["batch", "chunk_id"]
     chunks = lake.read("gold/chunks", CHUNK_SCHEMA).join(expected.live.select(keys), on=keys, how="semi")
@@ -52,8 +52,8 @@ def repair_index(instance: dg.DagsterInstance | None, pipeline: PipelineResource
             pl.Series("vector", list(np.asarray(fresh)), dtype=pl.List(pl.Float32))
         )
         rows = pl.concat([rows.filter(pl.col("vector").is_not_null()), patched])
-    result = store.repair(expected, rows)
-    after = store.reconcile(expected)
+    result = repair(writer, expected, rows)
+    after = reconcile(writer.table, expected)
     report = RepairReport(
         result.before, after, result.upserted, result.deleted, lacking.height, result.table_version
     )

@@ -11,11 +11,13 @@ from pathlib import Path
 import dagster as dg
 
 from embedding_assets.config import Settings
-from embedding_assets.lib.chunking import Chunker, ChunkerSettings
-from embedding_assets.lib.contracts import Contract, contract_version, load_contracts, metadata_fields
-from embedding_assets.lib.embedder import Embedder, build_embedder, resolve_model
-from embedding_assets.lib.lake import Lake
-from embedding_assets.lib.vector_store import VectorStore
+from embedding_assets.contracts.load import contract_version, load_contracts
+from embedding_assets.contracts.model import Contract, metadata_fields
+from embedding_assets.core.lake import Lake
+from embedding_assets.embed.embedder import Embedder, build_embedder, resolve_model
+from embedding_assets.gold.chunking import Chunker, ChunkerSettings
+from embedding_assets.index.table import ChunkTable
+from embedding_assets.index.writer import IndexWriter
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -89,15 +91,17 @@ class PipelineResource(dg.ConfigurableResource):
     def chunker(self, embedder: Embedder) -> Chunker:
         return Chunker(embedder.tokenizer(), self.chunker_settings(embedder), tokenizer_id=embedder.model_id)
 
-    def vector_store(self, embedder: Embedder) -> VectorStore:
+    def index_table(self, embedder: Embedder) -> ChunkTable:
         s = self.settings()
-        return VectorStore(
+        return ChunkTable(
             s.lancedb_uri,
             embedder.model_id,
             embedder.dimension,
-            s.ann_min_rows,
-            metadata=metadata_fields(load_contracts(s.contracts_dir)),
+            metadata_fields(load_contracts(s.contracts_dir)),
         )
+
+    def index_writer(self, embedder: Embedder) -> IndexWriter:
+        return IndexWriter(self.index_table(embedder), self.settings().ann_min_rows)
 
     def chunker_version(self) -> str:
         s = self.settings()

@@ -25,9 +25,9 @@ from embedding_assets.defs.orchestration import (
 )
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.state import state_for
-from embedding_assets.lib.embedding import DEAD_LETTER_SCHEMA
+from embedding_assets.embed.encode import DEAD_LETTER_SCHEMA
+from embedding_assets.ingest.landing import EMPTY_HASH
 from embedding_assets.lib.forecast import PartitionForecast, forecast_partition
-from embedding_assets.lib.landing import EMPTY_HASH
 from embedding_assets.lib.planner import EARLIER, Materialized, Node, earlier_version, forecast_runs
 
 MAX_WAVES = 16

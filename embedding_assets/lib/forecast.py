@@ -13,20 +13,15 @@ from pathlib import Path
 
 import polars as pl
 
-from embedding_assets.lib import bronze as bronze_lib
-from embedding_assets.lib.chunking import Chunker, chunk_documents, chunks_version
-from embedding_assets.lib.contracts import Contract
-from embedding_assets.lib.embedding import CACHE_SCHEMA, embeddings_version
-from embedding_assets.lib.lake import Lake
-from embedding_assets.lib.landing import read_raw_batch
-from embedding_assets.lib.transforms import (
-    SILVER_SCHEMA,
-    bronze_to_silver,
-    documents_version,
-    quarantine_version,
-    snapshot_tombstones,
-    union_documents,
-)
+from embedding_assets.contracts.model import Contract
+from embedding_assets.core.lake import Lake
+from embedding_assets.embed.encode import CACHE_SCHEMA, embeddings_version
+from embedding_assets.gold.chunking import Chunker, chunk_documents, chunks_version
+from embedding_assets.gold.documents import snapshot_tombstones, union_documents
+from embedding_assets.ingest import bronze as bronze_lib
+from embedding_assets.ingest.landing import read_raw_batch
+from embedding_assets.refine.silver import bronze_to_silver, documents_version, quarantine_version
+from embedding_assets.refine.tables import SILVER_SCHEMA
 
 
 @dataclass(frozen=True)

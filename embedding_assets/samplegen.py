@@ -1,6 +1,6 @@
 """Deterministic generator of the sample landing data (a fictional smart-home company).
 
-Everything here is written for this project. ``python -m embedding_assets.lib.samplegen <dir>``
+Everything here is written for this project. ``python -m embedding_assets.samplegen <dir>``
 rewrites the sample; benchmarks call :func:`generate` with larger counts.
 """
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import polars as pl
 
-from embedding_assets.lib.hashing import frame_hash, sha256_bytes
+from embedding_assets.core.hashing import frame_hash, sha256_bytes
 
 BRONZE_SCHEMA = pl.Schema(
     {

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from embedding_assets.lib.contracts import SAFE_NAME, Contract
+from embedding_assets.contracts.model import SAFE_NAME, Contract
 
 RAW_SCHEMA = {"file": pl.String, "line": pl.Int64, "raw": pl.Binary, "header": pl.Binary}
 EMPTY_HASH = hashlib.sha256(b"").hexdigest()

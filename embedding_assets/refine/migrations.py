@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from embedding_assets.lib.contracts import Contract, Migration, MigrationStep
+from embedding_assets.contracts.model import Contract, Migration, MigrationStep
 
 UNKNOWN_VERSION = -1
 

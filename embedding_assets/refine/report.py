@@ -13,18 +13,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from embedding_assets.lib.contracts import Contract
-from embedding_assets.lib.lake import Lake
-from embedding_assets.lib.quality import centroid_distance, length_outliers, missing_rates, text_drift
-from embedding_assets.lib.transforms import (
-    DUPLICATE,
-    FIELD_PREFIX,
-    NEAR_DUPLICATE,
-    SUPERSEDED,
-    SilverResult,
-)
+from embedding_assets.contracts.model import Contract
+from embedding_assets.core.lake import Lake
+from embedding_assets.refine.quality import length_outliers, missing_rates, text_drift
+from embedding_assets.refine.silver import SilverResult
+from embedding_assets.refine.tables import DUPLICATE, FIELD_PREFIX, NEAR_DUPLICATE, SUPERSEDED
 
 QUALITY_TABLE = "quality/reports"
+
+
 REPORT_SCHEMA = pl.Schema(
     {"source": pl.String(), "batch": pl.String(), "report": pl.String(), "passed": pl.Boolean()}
 )
@@ -274,27 +271,6 @@ def _judge(q: BatchQuality, contract: Contract, result: SilverResult, schema_fai
             ),
         ),
     ]
-
-
-def centroid_drift(current: pl.DataFrame, reference: pl.DataFrame) -> dict[str, float]:
-    """Per source (the chunk id's prefix): cosine distance between this batch's embedding centroid
-    and the reference batches'. Sources with no reference yet are left out."""
-    out: dict[str, float] = {}
-    if current.height == 0 or reference.height == 0:
-        return out
-
-    def by_source(frame: pl.DataFrame) -> dict[str, np.ndarray]:
-        tagged = frame.with_columns(pl.col("chunk_id").str.split(":").list.first().alias("_source"))
-        return {
-            str(s): np.asarray(g["vector"].to_list(), dtype=np.float32)
-            for (s,), g in tagged.group_by("_source")
-        }
-
-    ref = by_source(reference)
-    for source, vectors in sorted(by_source(current).items()):
-        if source in ref and len(vectors) and len(ref[source]):
-            out[source] = round(float(centroid_distance(ref[source], vectors)), 6)
-    return out
 
 
 def load_reports(lake: Lake, batch: str | None = None, source: str | None = None) -> list[BatchQuality]:

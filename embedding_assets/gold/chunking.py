@@ -12,7 +12,7 @@ from typing import Protocol
 
 import polars as pl
 
-from embedding_assets.lib.hashing import frame_hash, sha256_text
+from embedding_assets.core.hashing import frame_hash, sha256_text
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}|\n(?=\s*[-*#\d])")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pandera.polars as pa
 import polars as pl
 
-from embedding_assets.lib.contracts import Contract
-from embedding_assets.lib.quality import GARBAGE_SUSPECT, garbage_reasons_series
+from embedding_assets.contracts.model import Contract
+from embedding_assets.refine.quality import GARBAGE_SUSPECT, garbage_reasons_series
 
 RowRule = Callable[[pl.LazyFrame], pl.LazyFrame]
 

@@ -15,9 +15,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from embedding_assets.lib.contracts import STEP_KINDS, ContractError
+from embedding_assets.contracts.model import STEP_KINDS, ContractError
 
-CONTRACT_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "contract.schema.json"
+CONTRACT_SCHEMA_PATH = Path(__file__).resolve().parent / "contract.schema.json"
 
 
 @cache

@@ -10,7 +10,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from embedding_assets.lib.retry import Backoff, retry
+from embedding_assets.core.retry import Backoff, retry
 
 T = TypeVar("T")
 COMMIT_BACKOFF = Backoff(attempts=8, base_s=0.05, max_s=2.0)

@@ -16,10 +16,10 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from embedding_assets.lib.embedder import Embedder
-from embedding_assets.lib.faults import fault_point
-from embedding_assets.lib.hashing import frame_hash
-from embedding_assets.lib.retry import DEFAULT_BACKOFF, Backoff, retry
+from embedding_assets.core.faults import fault_point
+from embedding_assets.core.hashing import frame_hash
+from embedding_assets.core.retry import DEFAULT_BACKOFF, Backoff, retry
+from embedding_assets.embed.embedder import Embedder
 
 EMBEDDING_SCHEMA = pl.Schema(
     {

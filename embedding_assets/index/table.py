@@ -1,0 +1,179 @@
+"""The LanceDB chunk table of one model: its schema, how it is opened or created, and commits
+that retry when another writer got there first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import lancedb
+import polars as pl
+import pyarrow as pa
+
+from embedding_assets.contracts.model import MetadataField
+from embedding_assets.core.retry import Backoff, retry
+from embedding_assets.embed.embedder import model_slug
+from embedding_assets.embed.encode import vector_matrix
+from embedding_assets.gold.documents import with_metadata_columns
+
+T = TypeVar("T")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ARROW_TYPES = {
+    "str": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "datetime": pa.timestamp("us", tz="UTC"),
+}
+COMMIT_BACKOFF = Backoff(attempts=8, base_s=0.05, max_s=2.0)
+
+
+@dataclass(frozen=True)
+class AnnSettings:
+    """How the ANN index is built and searched, chosen by ``make bench`` (section 4: 1M x 384
+    clustered vectors, 2 cores): the best recall@10 with p99 under 10 ms was IVF_HNSW_SQ with 4,096
+    rows per IVF partition, 5 probes and ef 100 (0.989; p50 6.2 ms, p99 8.4 ms). Larger partitions
+    (16,384 rows) lost recall at every latency; IVF_PQ needs a refine step to pass 0.95, which
+    puts its p99 over 10 ms. See ``bench/FINDINGS.md``."""
+
+    rows_per_partition: int = 4096  # IVF partitions = rows / this, at least 1
+    nprobes: int = 5
+    ef: int | None = 100  # HNSW candidate list per partition (None: LanceDB chooses)
+    refine_factor: int | None = None  # re-rank k * this candidates with full vectors
+
+    def apply(self, builder: Any) -> Any:
+        """The search settings on a vector or hybrid query builder (ignored without an ANN index)."""
+        builder = builder.nprobes(self.nprobes)
+        if self.ef is not None:
+            builder = builder.ef(self.ef)
+        if self.refine_factor is not None:
+            builder = builder.refine_factor(self.refine_factor)
+        return builder
+
+    def partitions(self, rows: int) -> int:
+        return max(1, rows // self.rows_per_partition)
+
+    def index_config(self, rows: int) -> Any:
+        from lancedb.index import IvfHnswSq
+
+        return IvfHnswSq(distance_type="cosine", num_partitions=self.partitions(rows))
+
+    def describe(self) -> str:
+        return (
+            f"IVF_HNSW_SQ rows/partition={self.rows_per_partition} nprobes={self.nprobes} "
+            f"ef={self.ef} refine={self.refine_factor}"
+        )
+
+
+ANN_DEFAULTS = AnnSettings()
+
+
+def quote(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def in_list(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(quote(v) for v in values)})"
+
+
+def chunked(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+class _Conflict(RuntimeError):
+    pass
+
+
+def _is_conflict(error: Exception) -> bool:
+    text = str(error).lower()
+    return "conflict" in text or "retryable" in text or "concurrent" in text
+
+
+def commit(fn: Callable[[], T]) -> T:
+    """Run one LanceDB write, retrying commit conflicts with another writer (backoff + jitter)."""
+
+    def once() -> T:
+        try:
+            return fn()
+        except Exception as error:
+            if _is_conflict(error):
+                raise _Conflict(str(error)) from error
+            raise
+
+    return retry(once, COMMIT_BACKOFF, retry_on=(_Conflict,))[0]
+
+
+def table_name(model_id: str) -> str:
+    """One table per model (``chunks__<slug>``): vectors of two models are never mixed."""
+    return f"chunks__{model_slug(model_id)}"
+
+
+class ChunkTable:
+    """A handle on one model's chunk table; it exists once the first batch is written."""
+
+    def __init__(
+        self, uri: str, model_id: str, dimension: int, metadata: Mapping[str, MetadataField] | None = None
+    ) -> None:
+        self.uri = uri
+        self.model_id = model_id
+        self.dimension = dimension
+        self.metadata = dict(metadata or {})  # typed metadata columns, filterable in search
+        self.name = table_name(model_id)
+        self._db = lancedb.connect(uri)
+
+    def schema(self) -> pa.Schema:
+        return pa.schema(
+            [
+                pa.field("chunk_id", pa.string(), nullable=False),
+                pa.field("doc_id", pa.string()),
+                pa.field("source", pa.string()),
+                pa.field("batch", pa.string()),
+                pa.field("chunk_index", pa.int32()),
+                pa.field("title", pa.string()),
+                pa.field("text", pa.string()),
+                pa.field("chunk_hash", pa.string()),
+                pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+                pa.field("metadata", pa.string()),
+                pa.field("vector", pa.list_(pa.float32(), self.dimension)),
+                *(pa.field(f.name, ARROW_TYPES[f.type]) for f in self.metadata.values()),
+            ]
+        )
+
+    def exists(self) -> bool:
+        return self.name in self._db.list_tables().tables
+
+    def open(self) -> Any:
+        """The table, created empty if it does not exist yet."""
+        if not self.exists():
+            try:
+                return self._db.create_table(self.name, schema=self.schema())
+            except ValueError:  # created by a concurrent writer in between
+                pass
+        return self._db.open_table(self.name)
+
+    def version(self) -> int:
+        return int(self.open().version) if self.exists() else 0
+
+    def read(self, columns: list[str], where: str | None = None) -> pl.DataFrame:
+        if not self.exists():
+            return pl.DataFrame(schema={c: pl.String for c in columns})
+        dataset = self.open().to_lance()
+        return pl.from_arrow(dataset.to_table(columns=columns, filter=where))  # type: ignore[return-value]
+
+    def to_arrow_rows(self, chunks: pl.DataFrame) -> pa.Table:
+        """Chunk rows with their vectors, in the table's schema (metadata columns typed)."""
+        frame = with_metadata_columns(
+            chunks.with_columns(pl.col("updated_at").fill_null(EPOCH)), self.metadata
+        )
+        vectors = vector_matrix(frame["vector"], self.dimension)
+        schema = self.open().schema if self.exists() else self.schema()
+        columns = {
+            f.name: frame[f.name].to_arrow() if f.name in frame.columns else pa.nulls(frame.height, f.type)
+            for f in schema
+            if f.name != "vector"
+        }
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), self.dimension)
+        return pa.table({f.name: columns[f.name] for f in schema}).cast(schema)

@@ -1,0 +1,104 @@
+"""Deduplication: one row per document, and every loser recorded with its winner."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from embedding_assets.contracts.model import QualityRules
+from embedding_assets.refine.quality import near_duplicates, normalised_texts
+from embedding_assets.refine.tables import DUPLICATE, NEAR_DUPLICATE, SUPERSEDED
+
+LOSER_SCHEMA = {
+    "_file": pl.String(),
+    "_line": pl.Int64(),
+    "kind": pl.String(),
+    "doc_id": pl.String(),
+    "duplicate_of": pl.String(),
+    "reason": pl.String(),
+}
+
+
+def deduplicate(silver: pl.DataFrame, rules: QualityRules | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Keep one row per document, and record every row that lost, and to what.
+
+    1. Conflicting updates (same id, different content): the newest ``updated_at`` wins (then the
+       later file and line); the others are ``superseded``.
+    2. Exact duplicates: the same id in the same version again (the first row is kept), or another
+       id with the same normalised text (case, Unicode form and whitespace ignored): ``duplicate``
+       of the oldest such document (then the smallest id), whatever the row order.
+    3. Near duplicates (MinHash LSH, Jaccard >= the contract's threshold): ``near_duplicate``
+       losers when the contract says drop, else kept and flagged in ``near_duplicate_of``.
+
+    Deletion markers have no text; they are only ever deduplicated by id.
+    """
+    rules = rules or QualityRules()
+    where = pl.col("_file") + pl.lit(":") + pl.col("_line").cast(pl.String)
+    ordered = silver.sort(["doc_id", "updated_at", "_file", "_line"], nulls_last=False).with_columns(
+        where.alias("_at")
+    )
+    # Same id, same content, same time: a re-sent row.
+    same = ordered.with_columns(
+        pl.col("_at").first().over(["doc_id", "content_hash", "updated_at"]).alias("_winner")
+    )
+    resent = same.filter(pl.col("_at") != pl.col("_winner")).select(
+        "_file", "_line", pl.lit(DUPLICATE).alias("kind"), "doc_id",
+        pl.col("_winner").alias("duplicate_of"),
+        pl.format("duplicate: the same version of {} again (kept {})", "doc_id", "_winner").alias("reason"),
+    )  # fmt: skip
+    exact = same.filter(pl.col("_at") == pl.col("_winner")).drop("_winner")
+    newest = exact.with_columns(pl.col("_at").last().over("doc_id").alias("_winner"))
+    superseded = newest.filter(pl.col("_at") != pl.col("_winner")).select(
+        "_file", "_line", pl.lit(SUPERSEDED).alias("kind"), "doc_id",
+        pl.col("_winner").alias("duplicate_of"),
+        pl.format("superseded: an older version of {} (updated_at {}); kept {}", "doc_id", "updated_at", "_winner")
+        .alias("reason"),
+    )  # fmt: skip
+    # Oldest document first (then id): which of two copies is kept must not depend on row order,
+    # or re-delivering the same rows in another order would change silver.
+    kept = newest.filter(pl.col("_at") == pl.col("_winner")).drop("_winner").sort("updated_at", "doc_id")
+    # Other ids with the same normalised text.
+    live = kept.filter(~pl.col("deleted")).with_columns(
+        normalised_texts(kept.filter(~pl.col("deleted"))["text"]).alias("_norm")
+    )
+    live = live.with_columns(pl.col("doc_id").first().over("_norm").alias("_first"))
+    copies = live.filter(pl.col("doc_id") != pl.col("_first"))
+    dropped_copies = rules.duplicate_action == "drop"
+    text_dups = copies.select(
+        "_file", "_line", pl.lit(DUPLICATE).alias("kind"), "doc_id",
+        pl.col("_first").alias("duplicate_of"),
+        pl.format("duplicate: same normalised text as {}", "_first").alias("reason"),
+    )  # fmt: skip
+    flags: dict[str, str] = {} if dropped_copies else dict(copies.select("doc_id", "_first").iter_rows())
+    remaining = live.filter(pl.col("doc_id") == pl.col("_first")) if dropped_copies else live
+    near = near_duplicates(
+        remaining["doc_id"].to_list(), remaining["text"].to_list(), threshold=rules.near_duplicate_threshold
+    )
+    near_rows = pl.DataFrame(
+        [(d.id, d.of, d.similarity) for d in near], schema={"doc_id": pl.String, "of": pl.String, "sim": pl.Float64},
+        orient="row",
+    )  # fmt: skip
+    if rules.near_duplicate_action == "drop":
+        near_losers = (
+            remaining.join(near_rows, on="doc_id")
+            .select(
+                "_file", "_line", pl.lit(NEAR_DUPLICATE).alias("kind"), "doc_id", pl.col("of").alias("duplicate_of"),
+                pl.format("near_duplicate: Jaccard {} with {}", "sim", "of").alias("reason"),
+            )
+        )  # fmt: skip
+    else:
+        near_losers = pl.DataFrame(schema=LOSER_SCHEMA)
+        flags.update({d.id: d.of for d in near})
+    losers = pl.concat(
+        [
+            f.cast(LOSER_SCHEMA)  # type: ignore[arg-type]
+            for f in (resent, superseded, text_dups if dropped_copies else None, near_losers)
+            if f is not None
+        ]  # type: ignore[arg-type]
+    )
+    out = kept.join(losers.select("_file", "_line"), on=["_file", "_line"], how="anti")
+    out = out.with_columns(
+        pl.col("doc_id")
+        .replace_strict(flags, default=None, return_dtype=pl.String)
+        .alias("near_duplicate_of")
+    ).drop("_at")
+    return out.sort("doc_id"), losers.sort("_file", "_line")

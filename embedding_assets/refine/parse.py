@@ -1,0 +1,118 @@
+"""One raw record to fields (JSONL, CSV, Parquet, Markdown, text), and field text to typed values."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import yaml
+
+from embedding_assets.contracts.model import Contract, FieldSpec
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+
+
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+def parse_record(
+    contract: Contract, raw: bytes, header: bytes | None, file: str
+) -> tuple[dict[str, Any], list[str]]:
+    """One raw record to a field mapping, or the reasons it cannot be read."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return {}, [f"invalid_utf8: byte {exc.start}"]
+    if "\x00" in text:
+        return {}, ["nul_byte: the record contains NUL characters"]
+    fmt = contract.format
+    if fmt in ("jsonl", "parquet"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return {}, [f"invalid_json: {exc.msg} at column {exc.colno}"]
+        if not isinstance(value, dict):
+            return {}, [f"not_an_object: a JSON {type(value).__name__} is not a record"]
+        return value, []
+    if fmt == "csv":
+        head = next(csv.reader([(header or b"").decode("utf-8", errors="replace")]), [])
+        try:
+            cells = next(csv.reader(text.splitlines(keepends=True) or [""]), [])
+        except csv.Error as exc:
+            return {}, [f"invalid_csv: {exc}"]
+        if len(cells) != len(head):
+            return {}, [f"csv_column_count: {len(cells)} cells for {len(head)} columns"]
+        return {k: (v if v != "" else None) for k, v in zip(head, cells, strict=True)}, []
+    if fmt == "markdown":
+        return _parse_markdown(text, file)
+    stem = file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return {"path": stem, "body": text}, []
+
+
+def _parse_markdown(text: str, file: str) -> tuple[dict[str, Any], list[str]]:
+    stem = file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    front: dict[str, Any] = {}
+    body = text
+    if text.startswith("---"):
+        parts = text.split("\n---", 1)
+        if len(parts) != 2:
+            return {}, ["invalid_front_matter: no closing '---'"]
+        try:
+            loaded = yaml.safe_load(parts[0].lstrip("-").strip()) or {}
+        except yaml.YAMLError as exc:
+            return {}, [f"invalid_front_matter: {str(exc).splitlines()[0]}"]
+        if not isinstance(loaded, dict):
+            return {}, ["invalid_front_matter: not a mapping"]
+        front = loaded
+        body = parts[1].split("\n", 1)[1] if "\n" in parts[1] else ""
+    record = {"path": stem, **front, "body": body.strip()}
+    return record, []
+
+
+def as_text(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def parse_datetime(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def typed_expr(col: str, spec: FieldSpec) -> pl.Expr:
+    src = pl.col(col)
+    if spec.type == "int":
+        return (
+            src.str.strip_chars()
+            .cast(pl.Float64, strict=False)
+            .pipe(lambda e: pl.when(e == e.round(0)).then(e.cast(pl.Int64, strict=False)).otherwise(None))
+        )
+    if spec.type == "float":
+        return src.str.strip_chars().cast(pl.Float64, strict=False)
+    if spec.type == "bool":
+        low = src.str.strip_chars().str.to_lowercase()
+        return pl.when(low.is_in(list(_TRUE))).then(True).when(low.is_in(list(_FALSE))).then(False)
+    if spec.type == "datetime":
+        return src.map_elements(parse_datetime, return_dtype=pl.Datetime("us", "UTC"))
+    return src
