@@ -215,3 +215,13 @@ def test_new_rows_are_searchable_at_once_and_folded_into_the_indexes_past_the_sh
     large = {f"s:{i}": (T2, [f"device {i} zebra plug"]) for i in range(10, 40)}  # 30 more: 8.75%
     store.writer.apply_batch(*_batch("b2", large))
     assert "refresh" in store.writer.ensure_indexes() and store.writer.unindexed_rows() == 0
+
+
+def test_deleting_documents_already_absent_commits_nothing(tmp_path: Path) -> None:
+    store = open_index(str(tmp_path / "db"), EMB.model_id, EMB.dimension)
+    store.writer.apply_batch(*_batch("b1", {"a:1": (T1, ["kettle one"])}))
+    store.writer.apply_batch(*_batch("b2", {"a:1": (T2, None)}))
+    before = store.table.version()
+    again = store.writer.apply_batch(*_batch("b2", {"a:1": (T2, None), "a:9": (T2, None)}))
+    assert again.chunks_upserted == 0
+    assert store.table.version() == before

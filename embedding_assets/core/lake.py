@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import polars as pl
@@ -23,6 +24,31 @@ def _retry(fn: Callable[[], T]) -> T:
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _matches(batch: str, where: Mapping[str, str] | None) -> pl.Expr:
+    expr = pl.col("batch") == batch
+    for column, value in (where or {}).items():
+        expr &= pl.col(column) == value
+    return expr
+
+
+@dataclass(frozen=True)
+class Written:
+    version: int  # the table's version after the write (the current one when nothing was committed)
+    committed: bool
+
+
+def same_rows(existing: pl.DataFrame, frame: pl.DataFrame, volatile: Sequence[str] = ()) -> bool:
+    """Whether two frames hold the same rows in any order, ``volatile`` columns aside."""
+    if existing.height != frame.height:
+        return False
+    if frame.height == 0:
+        return True
+    columns = [c for c in frame.columns if c not in volatile]
+    keys = [c for c in columns if not isinstance(frame.schema[c], pl.List | pl.Array | pl.Struct | pl.Binary)]
+    left, right = (f.select(columns).sort(keys, nulls_last=True) for f in (existing, frame))
+    return left.equals(right)
 
 
 class Lake:
@@ -61,6 +87,18 @@ class Lake:
     def read_batch(self, table: str, batch: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         return self.read(table, schema, pl.col("batch") == batch)
 
+    def batches_before(
+        self, table: str, batch: str, n: int, schema: dict[str, pl.DataType], where: pl.Expr | None = None
+    ) -> pl.DataFrame:
+        """Every column of the rows of the ``n`` batches before ``batch`` (a drift reference);
+        an empty frame of ``schema`` when there are none."""
+        lazy = self.scan(table)
+        if lazy is None:
+            return pl.DataFrame(schema=schema)
+        lazy = lazy.filter(where) if where is not None else lazy
+        earlier = lazy.filter(pl.col("batch") < batch).select("batch").unique().collect()["batch"].sort()
+        return lazy.filter(pl.col("batch").is_in(earlier.tail(n).implode())).collect()
+
     def _ensure(self, table: str, arrow: pa.Table) -> DeltaTable:
         """Open the table, creating it empty first if needed. Creating is the one step where two
         writers could both see 'no table' and then blindly append; an explicit, exclusive create
@@ -77,10 +115,29 @@ class Lake:
                 raise
         return DeltaTable(self.uri(table))
 
-    def overwrite_batch(self, table: str, frame: pl.DataFrame, batch: str, extra_predicate: str = "") -> int:
-        """Replace one batch's rows atomically (an empty frame clears it); returns the Delta version."""
+    def count(self, table: str, batch: str, where: Mapping[str, str] | None = None) -> int:
+        """Rows of one batch (and ``where``'s column values); 0 when the table is missing."""
+        lazy = self.scan(table)
+        if lazy is None:
+            return 0
+        return int(lazy.filter(_matches(batch, where)).select(pl.len()).collect().item())
+
+    def overwrite_batch(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        batch: str,
+        where: Mapping[str, str] | None = None,
+        volatile: Sequence[str] = (),
+    ) -> Written:
+        """Replace one batch's rows (those matching ``where`` too) in one atomic commit; an empty
+        frame clears them. When the table already holds exactly these rows (``volatile`` columns,
+        such as wall-clock times, aside) nothing is committed, so a re-run writes nothing."""
+        existing = self.read(table, dict(frame.schema), _matches(batch, where))
+        if same_rows(existing, frame, volatile):
+            return Written(self.version(table) or 0, committed=False)
         arrow = frame.to_arrow()
-        predicate = f"batch = {_quote(batch)}" + (f" AND {extra_predicate}" if extra_predicate else "")
+        predicate = " AND ".join(f"{c} = {_quote(v)}" for c, v in {"batch": batch, **(where or {})}.items())
 
         def write() -> int:
             self._ensure(table, arrow)
@@ -94,7 +151,7 @@ class Lake:
             )
             return DeltaTable(self.uri(table)).version()
 
-        return _retry(write)
+        return Written(_retry(write), committed=True)
 
     def insert_new(self, table: str, frame: pl.DataFrame, keys: list[str]) -> int:
         """Append the rows whose ``keys`` are not in the table yet: an idempotent append.

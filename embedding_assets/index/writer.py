@@ -119,21 +119,24 @@ def plan_batch(
     chunks: pl.DataFrame, documents: pl.DataFrame, indexed: pl.DataFrame, latest: pl.DataFrame | None
 ) -> _Plan:
     docs = documents.with_columns(pl.col("updated_at").fill_null(EPOCH))
-    newest_here = (
-        docs
-        if latest is None
-        else docs.join(latest.select("doc_id", "batch"), on=["doc_id", "batch"], how="semi")
-    )
-    winners = newer_or_equal(newest_here, indexed)
+    if latest is not None:
+        docs = docs.join(latest.select("doc_id", "batch"), on=["doc_id", "batch"], how="semi")
+    winners = newer_or_equal(docs, indexed)
     live = winners.filter(~pl.col("deleted")).select("doc_id")
     upserts = chunks.join(live, on="doc_id", how="semi")
-    unchanged = unchanged_docs(upserts, indexed)
+    # Nothing to write for a document indexed exactly so, or deleted and already gone.
+    settled = pl.concat(
+        [
+            unchanged_docs(upserts, indexed),
+            winners.filter(pl.col("deleted")).join(indexed, on="doc_id", how="anti").select("doc_id"),
+        ]
+    )
     return _Plan(
         winners=winners,
-        upserts=upserts.join(unchanged, on="doc_id", how="anti"),
-        touched=winners.join(unchanged, on="doc_id", how="anti")["doc_id"].to_list(),
-        unchanged=unchanged.height,
-        skipped_older=docs.height - winners.height,
+        upserts=upserts.join(settled, on="doc_id", how="anti"),
+        touched=winners.join(settled, on="doc_id", how="anti")["doc_id"].to_list(),
+        unchanged=settled.height,
+        skipped_older=documents.height - winners.height,
     )
 
 
@@ -190,12 +193,13 @@ class IndexWriter:
         fault_point("index.before_merge")
         deleted, version = self._merge(table, plan) if plan.touched else (0, int(table.version))
         fault_point("index.after_merge")
-        live = plan.winners.filter(~pl.col("deleted")).height
+        touched = plan.winners.filter(pl.col("doc_id").is_in(plan.touched))
+        written = touched.filter(~pl.col("deleted")).height
         return ApplyResult(
-            docs_written=live - plan.unchanged,
+            docs_written=written,
             docs_unchanged=plan.unchanged,
             docs_skipped_older=plan.skipped_older,
-            docs_deleted=plan.winners.height - live,
+            docs_deleted=touched.height - written,
             chunks_upserted=plan.upserts.height,
             chunks_deleted=deleted,
             table_version=version,
