@@ -281,64 +281,69 @@ def generate(root: Path, sizes: SampleSizes = SampleSizes(), seed: int = 7) -> d
     """Write landing/<source>/<batch>/ files under ``root``; returns documents per source."""
     rng = random.Random(seed)
     counts = {"helpdesk": 0, "catalog": 0, "guides": 0}
-    ticket_no = product_no = guide_no = 1000
     for index, batch in enumerate(BATCHES):
-        # helpdesk: JSONL
-        lines = []
-        for _ in range(sizes.tickets[index]):
-            ticket_no += 1
-            lines.append(json.dumps(_ticket(rng, ticket_no, batch)))
-        if index == 1:
-            update = _ticket(random.Random(1007), 1007, batch)
-            update["body"] = (
-                "Follow-up: the replacement thermostat arrived and the schedule now survives the night. "
-                "The fix was to install firmware 4.2 before pairing. Closing this ticket."
-            )
-            update["subject"] = "Halo Thermostat: replacement fixed the overnight schedule reset"
-            update["status"] = "solved"
-            lines.append(json.dumps(update))
-            lines.append(
-                json.dumps({"ticket_id": "T-1013", "status": "deleted", "modified": _ts(rng, batch)})
-            )
-            lines.append('{"ticket_id": "T-9999", "subject": "broken export", "body": ')  # truncated line
-            lines.append(
-                json.dumps(
-                    {"subject": "no id", "body": "A ticket without an id.", "modified": _ts(rng, batch)}
-                )
-            )
-        _write(root / "landing" / "helpdesk" / batch / "tickets.jsonl", "\n".join(lines) + "\n")
-        counts["helpdesk"] += sizes.tickets[index]
-
-        # catalog: CSV
-        rows = []
-        for _ in range(sizes.products[index]):
-            product_no += 1
-            rows.append(_product(rng, product_no - 1000, batch))
-        if index == 1:
-            retired = _product(random.Random(42), 42, batch)
-            retired["status"] = "retired"
-            rows.append(retired)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        _write(root / "landing" / "catalog" / batch / "products.csv", buffer.getvalue())
-        counts["catalog"] += sizes.products[index]
-
-        # guides: Markdown, one file per document; some long enough for several chunks
-        for _ in range(sizes.guides[index]):
-            guide_no += 1
-            number = guide_no - 1000
-            _write(root / "landing" / "guides" / batch / f"guide-{number:03d}.md", _guide(rng, number, batch))
-        if index == 1:
-            shorter = _guide(random.Random(3), 3, batch, sections=2)
-            _write(root / "landing" / "guides" / batch / "guide-003.md", shorter)
-            _write(
-                root / "landing" / "guides" / batch / "guide-005.md",
-                f"---\nid: guide-005\ndeleted: true\nupdated: {_ts(rng, batch)}\n---\n",
-            )
-        counts["guides"] += sizes.guides[index]
+        # One rng for everything, drawn source by source in this order: the sample must not change.
+        edits = index == 1  # the second batch also updates, deletes and breaks a few documents
+        counts["helpdesk"] += _write_tickets(root, rng, batch, _numbers(sizes.tickets, index), edits)
+        counts["catalog"] += _write_products(root, rng, batch, _numbers(sizes.products, index), edits)
+        counts["guides"] += _write_guides(root, rng, batch, _numbers(sizes.guides, index), edits)
     return counts
+
+
+def _numbers(per_batch: tuple[int, ...], index: int) -> range:
+    """The document numbers of batch ``index``: they continue from the batches before it."""
+    first = 1 + sum(per_batch[:index])
+    return range(first, first + per_batch[index])
+
+
+def _write_tickets(root: Path, rng: random.Random, batch: str, numbers: range, edits: bool) -> int:
+    """helpdesk: one JSONL file per batch."""
+    lines = [json.dumps(_ticket(rng, 1000 + number, batch)) for number in numbers]
+    if edits:
+        update = _ticket(random.Random(1007), 1007, batch)
+        update["body"] = (
+            "Follow-up: the replacement thermostat arrived and the schedule now survives the night. "
+            "The fix was to install firmware 4.2 before pairing. Closing this ticket."
+        )
+        update["subject"] = "Halo Thermostat: replacement fixed the overnight schedule reset"
+        update["status"] = "solved"
+        lines.append(json.dumps(update))
+        lines.append(json.dumps({"ticket_id": "T-1013", "status": "deleted", "modified": _ts(rng, batch)}))
+        lines.append('{"ticket_id": "T-9999", "subject": "broken export", "body": ')  # truncated line
+        lines.append(
+            json.dumps({"subject": "no id", "body": "A ticket without an id.", "modified": _ts(rng, batch)})
+        )
+    _write(root / "landing" / "helpdesk" / batch / "tickets.jsonl", "\n".join(lines) + "\n")
+    return len(numbers)
+
+
+def _write_products(root: Path, rng: random.Random, batch: str, numbers: range, edits: bool) -> int:
+    """catalog: one CSV file per batch."""
+    rows = [_product(rng, number, batch) for number in numbers]
+    if edits:
+        retired = _product(random.Random(42), 42, batch)
+        retired["status"] = "retired"
+        rows.append(retired)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write(root / "landing" / "catalog" / batch / "products.csv", buffer.getvalue())
+    return len(numbers)
+
+
+def _write_guides(root: Path, rng: random.Random, batch: str, numbers: range, edits: bool) -> int:
+    """guides: Markdown, one file per document; some long enough for several chunks."""
+    folder = root / "landing" / "guides" / batch
+    for number in numbers:
+        _write(folder / f"guide-{number:03d}.md", _guide(rng, number, batch))
+    if edits:
+        _write(folder / "guide-003.md", _guide(random.Random(3), 3, batch, sections=2))
+        _write(
+            folder / "guide-005.md",
+            f"---\nid: guide-005\ndeleted: true\nupdated: {_ts(rng, batch)}\n---\n",
+        )
+    return len(numbers)
 
 
 def _write(path: Path, text: str) -> None:

@@ -166,7 +166,8 @@ def test_bronze_appends_new_deliveries_only() -> None:
     assert second is not None and second["_delivery_seq"].unique().to_list() == [2]
     both = pl.concat([first, second])
     assert latest_delivery(both).height == 2
-    assert bronze_version(latest_delivery(both)) == bronze_version(first)  # same records, same version
+    assert latest_delivery(both)["_delivery"].unique().to_list() == ["h2"]
+    assert bronze_version("h2") == bronze_version("h2") != bronze_version("h1")
     gone = new_delivery(
         raw.head(0), source="helpdesk", batch="b1", fmt="jsonl", delivery="e", existing=both, now=now
     )

@@ -64,8 +64,37 @@ def parse_contract(raw: Any, path: Path) -> Contract:
     source = raw["source"]
     if path.stem != source:
         raise field_error(path, "source", f"'{source}' must equal the file name '{path.stem}'")
+    snapshot = raw.get("snapshot", False)
+    snapshot = {"enabled": snapshot} if isinstance(snapshot, bool) else snapshot
+    contract = Contract(
+        source=source,
+        format=raw["format"],
+        id=raw["id"],
+        text=_as_str_list(raw["text"]),
+        path=path,
+        version=int(raw.get("version", 1)),
+        owner=raw.get("owner"),
+        description=raw.get("description"),
+        title=raw.get("title"),
+        updated_at=raw.get("updated_at"),
+        deleted=_deleted_marker(raw.get("deleted")),
+        metadata=_as_str_list(raw["metadata"]) if raw.get("metadata") else (),
+        fields=_fields(raw.get("fields") or {}),
+        quality=_quality(raw.get("quality") or {}),
+        snapshot=bool(snapshot.get("enabled", True)),
+        max_snapshot_delete_rate=float(snapshot.get("max_delete_rate", 0.5)),
+        version_field=raw.get("version_field"),
+        versions={int(v): tuple(spec["fields"]) for v, spec in (raw.get("versions") or {}).items()},
+        migrations=_migrations(raw.get("migrations") or []),
+    )
+    _check_references(contract, path)
+    return contract
+
+
+def _fields(raw: Mapping[str, Any]) -> dict[str, FieldSpec]:
+    """Field specs by name; a bare type name (``score: float``) is a spec with only a type."""
     fields: dict[str, FieldSpec] = {}
-    for name, spec in (raw.get("fields") or {}).items():
+    for name, spec in raw.items():
         spec = {"type": spec} if isinstance(spec, str) else (spec or {})
         allowed = spec.get("allowed")
         fields[str(name)] = FieldSpec(
@@ -76,45 +105,27 @@ def parse_contract(raw: Any, path: Path) -> Contract:
             max_length=spec.get("max_length"),
             default=spec.get("default"),
         )
-    deleted = None
-    if raw.get("deleted") is not None:
-        marker = raw["deleted"]
-        marker = {"field": marker} if isinstance(marker, str) else marker
-        values = marker.get("values", [True])
-        deleted = DeletedMarker(field=marker["field"], values=tuple(str(v).strip().lower() for v in values))
-    snapshot = raw.get("snapshot", False)
-    snapshot = {"enabled": snapshot} if isinstance(snapshot, bool) else snapshot
-    version = int(raw.get("version", 1))
-    contract = Contract(
-        source=source,
-        format=raw["format"],
-        id=raw["id"],
-        text=_as_str_list(raw["text"]),
-        path=path,
-        version=version,
-        owner=raw.get("owner"),
-        description=raw.get("description"),
-        title=raw.get("title"),
-        updated_at=raw.get("updated_at"),
-        deleted=deleted,
-        metadata=_as_str_list(raw["metadata"]) if raw.get("metadata") else (),
-        fields=fields,
-        quality=_quality(raw.get("quality") or {}),
-        snapshot=bool(snapshot.get("enabled", True)),
-        max_snapshot_delete_rate=float(snapshot.get("max_delete_rate", 0.5)),
-        version_field=raw.get("version_field"),
-        versions={int(v): tuple(spec["fields"]) for v, spec in (raw.get("versions") or {}).items()},
-        migrations=tuple(
-            Migration(
-                from_version=int(m["from"]),
-                to_version=int(m["to"]),
-                steps=tuple(MigrationStep(kind, args) for step in m["steps"] for kind, args in step.items()),
-            )
-            for m in raw.get("migrations") or []
-        ),
+    return fields
+
+
+def _deleted_marker(raw: Any) -> DeletedMarker | None:
+    """The deletion marker: a field name alone means the field is true."""
+    if raw is None:
+        return None
+    marker = {"field": raw} if isinstance(raw, str) else raw
+    values = marker.get("values", [True])
+    return DeletedMarker(field=marker["field"], values=tuple(str(v).strip().lower() for v in values))
+
+
+def _migrations(raw: list[Mapping[str, Any]]) -> tuple[Migration, ...]:
+    return tuple(
+        Migration(
+            from_version=int(m["from"]),
+            to_version=int(m["to"]),
+            steps=tuple(MigrationStep(kind, args) for step in m["steps"] for kind, args in step.items()),
+        )
+        for m in raw
     )
-    _check_references(contract, path)
-    return contract
 
 
 def _check_references(contract: Contract, path: Path) -> None:

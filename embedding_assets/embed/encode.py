@@ -140,16 +140,49 @@ def embed_chunks(
     known = cache.unique(subset=["chunk_hash"], keep="first")
     hits = chunks.select("chunk_id", "chunk_hash").join(known, on="chunk_hash", how="inner")
     misses = chunks.join(known.select("chunk_hash"), on="chunk_hash", how="anti")
-    # Identical chunk texts inside the batch are embedded once.
-    # Longest first, so each encode batch pads to similar lengths (and an out-of-memory shows early).
-    todo = (
+    todo = _encode_order(misses)
+    started = time.perf_counter()
+    outcome = encode_resilient(embedder, todo["text"].to_list(), backoff=backoff, sleep=sleep)
+    encode_seconds = time.perf_counter() - started
+    fresh, failed = _split_outcome(todo, outcome, now)
+    missed = misses.select("chunk_id", "chunk_hash")
+    new_rows = missed.join(fresh, on="chunk_hash", how="inner")
+    return EmbedResult(
+        _embedding_rows(pl.concat([hits.select(new_rows.columns), new_rows]), batch, embedder.model_id),
+        chunks_total=chunks.height,
+        chunks_embedded=todo.height - failed.height,
+        chunks_reused=chunks.height - todo.height,
+        dead_letter=_dead_letter(missed, failed, previous_failures, batch, embedder.model_id, now),
+        retries=outcome.retries,
+        encode_seconds=encode_seconds,
+    )
+
+
+def _embedding_rows(rows: pl.DataFrame, batch: str, model_id: str) -> pl.DataFrame:
+    """(chunk_id, chunk_hash, vector, embedded_at) rows as EMBEDDING_SCHEMA, by chunk_id."""
+    return (
+        rows.with_columns(pl.lit(batch).alias("batch"), pl.lit(model_id).alias("model_id"))
+        .select(list(EMBEDDING_SCHEMA))
+        .cast(EMBEDDING_SCHEMA)
+        .sort("chunk_id")
+    )
+
+
+def _encode_order(misses: pl.DataFrame) -> pl.DataFrame:
+    """The chunks to encode: identical chunk texts inside the batch once, longest first, so each
+    encode batch pads to similar lengths (and an out-of-memory shows early)."""
+    return (
         misses.unique(subset=["chunk_hash"], keep="first", maintain_order=True)
         .with_columns(pl.col("text").str.len_chars().alias("_len"))
         .sort("_len", "chunk_hash", descending=[True, False])
     )
-    started = time.perf_counter()
-    outcome = encode_resilient(embedder, todo["text"].to_list(), backoff=backoff, sleep=sleep)
-    encode_seconds = time.perf_counter() - started
+
+
+def _split_outcome(
+    todo: pl.DataFrame, outcome: EncodeOutcome, now: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(new cache rows for the chunk_hashes that encoded, (chunk_hash, error, attempts) of those
+    that failed)."""
     failed_rows = sorted(outcome.failures)
     ok = np.ones(todo.height, dtype=bool)
     ok[failed_rows] = False
@@ -169,43 +202,36 @@ def embed_chunks(
         },
         schema={"chunk_hash": pl.String, "error": pl.String, "attempts": pl.Int32},
     )
+    return fresh, failed
+
+
+def _dead_letter(
+    misses: pl.DataFrame,
+    failed: pl.DataFrame,
+    previous_failures: pl.DataFrame | None,
+    batch: str,
+    model_id: str,
+    now: datetime,
+) -> pl.DataFrame:
+    """DEAD_LETTER_SCHEMA rows for every chunk whose text failed, attempts of earlier runs added."""
     before = (
         previous_failures.group_by("chunk_hash").agg(pl.col("attempts").max().alias("_before"))
         if previous_failures is not None and previous_failures.height
         else pl.DataFrame(schema={"chunk_hash": pl.String, "_before": pl.Int32})
     )
-    dead_letter = (
-        misses.select("chunk_id", "chunk_hash")
-        .join(failed, on="chunk_hash", how="inner")
+    return (
+        misses.join(failed, on="chunk_hash", how="inner")
         .join(before, on="chunk_hash", how="left")
         .with_columns(
             (pl.col("attempts") + pl.col("_before").fill_null(0)).alias("attempts"),
             pl.lit(batch).alias("batch"),
             pl.lit("embed").alias("stage"),
-            pl.lit(embedder.model_id).alias("model_id"),
+            pl.lit(model_id).alias("model_id"),
             pl.lit(now).alias("failed_at"),
         )
         .select(list(DEAD_LETTER_SCHEMA))
         .cast(DEAD_LETTER_SCHEMA)
         .sort("chunk_id")
-    )
-    new_rows = misses.select("chunk_id", "chunk_hash").join(fresh, on="chunk_hash", how="inner")
-    frame = (
-        pl.concat([hits.select(new_rows.columns), new_rows], how="vertical")
-        .with_columns(pl.lit(batch).alias("batch"), pl.lit(embedder.model_id).alias("model_id"))
-        .select(list(EMBEDDING_SCHEMA))
-        .cast(EMBEDDING_SCHEMA)
-        .sort("chunk_id")
-    )
-    embedded = todo.height - len(failed_rows)
-    return EmbedResult(
-        frame,
-        chunks_total=chunks.height,
-        chunks_embedded=embedded,
-        chunks_reused=chunks.height - todo.height,
-        dead_letter=dead_letter,
-        retries=outcome.retries,
-        encode_seconds=encode_seconds,
     )
 
 

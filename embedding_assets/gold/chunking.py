@@ -149,22 +149,40 @@ def chunk_documents(
         pl.Series("split_hash", [chunker.split_hash(t) for t in live["text"].to_list()], dtype=pl.String),
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("_doc_position"),
     )
-    reused = pl.DataFrame(schema=CHUNK_SCHEMA)
-    if previous is not None and previous.height:
-        split_cols = [c for c in CHUNK_SCHEMA if c not in _FROM_DOCUMENT]
-        reused = (
-            previous.select("doc_id", *split_cols)
-            .join(
-                live.filter(pl.col("doc_id").is_unique()).select("doc_id", "split_hash"),
-                on=["doc_id", "split_hash"],
-                how="semi",
-            )
-            .join(live.select(*_FROM_DOCUMENT), on="doc_id", how="inner")
-            .select(CHUNK_SCHEMA.names())
+    reused = _reusable_chunks(live, previous)
+    fresh = _split_documents(live.join(reused.select("doc_id").unique(), on="doc_id", how="anti"), chunker)
+    if not reused.height:
+        return fresh
+    return (
+        pl.concat([fresh, reused.cast(CHUNK_SCHEMA)])  # type: ignore[arg-type]
+        .join(live.select("doc_id", "_doc_position"), on="doc_id")
+        .sort("_doc_position", "chunk_index")
+        .drop("_doc_position")
+    )
+
+
+def _reusable_chunks(live: pl.DataFrame, previous: pl.DataFrame | None) -> pl.DataFrame:
+    """``previous`` chunks of documents (with one row in ``live``) whose split_hash is unchanged,
+    with the document's current columns."""
+    if previous is None or not previous.height:
+        return pl.DataFrame(schema=CHUNK_SCHEMA)
+    split_cols = [c for c in CHUNK_SCHEMA if c not in _FROM_DOCUMENT]
+    return (
+        previous.select("doc_id", *split_cols)
+        .join(
+            live.filter(pl.col("doc_id").is_unique()).select("doc_id", "split_hash"),
+            on=["doc_id", "split_hash"],
+            how="semi",
         )
-    to_split = live.join(reused.select("doc_id").unique(), on="doc_id", how="anti")
+        .join(live.select(*_FROM_DOCUMENT), on="doc_id", how="inner")
+        .select(CHUNK_SCHEMA.names())
+    )
+
+
+def _split_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
+    """Every document split from scratch: a CHUNK_SCHEMA row per chunk, in document order."""
     rows: list[tuple] = []
-    for doc in to_split.iter_rows(named=True):
+    for doc in documents.iter_rows(named=True):
         pieces = chunker.split(doc["text"])
         for index, (text, n_tokens) in enumerate(pieces):
             rows.append(
@@ -184,15 +202,7 @@ def chunk_documents(
                     doc["split_hash"],
                 )
             )
-    fresh = pl.DataFrame(rows, schema=CHUNK_SCHEMA, orient="row")
-    if not reused.height:
-        return fresh
-    return (
-        pl.concat([fresh, reused.cast(CHUNK_SCHEMA)])  # type: ignore[arg-type]
-        .join(live.select("doc_id", "_doc_position"), on="doc_id")
-        .sort("_doc_position", "chunk_index")
-        .drop("_doc_position")
-    )
+    return pl.DataFrame(rows, schema=CHUNK_SCHEMA, orient="row")
 
 
 def chunks_version(chunks: pl.DataFrame) -> str:

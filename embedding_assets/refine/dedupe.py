@@ -32,6 +32,24 @@ def deduplicate(silver: pl.DataFrame, rules: QualityRules | None = None) -> tupl
     Deletion markers have no text; they are only ever deduplicated by id.
     """
     rules = rules or QualityRules()
+    kept, by_id = _newest_per_id(silver)
+    remaining, text_dups, flags = _same_text(kept, rules)
+    near_losers = _near_copies(remaining, rules, flags)
+    losers = pl.concat(
+        [f.cast(LOSER_SCHEMA) for f in (*by_id, *text_dups, near_losers)]  # type: ignore[arg-type]
+    )
+    out = kept.join(losers.select("_file", "_line"), on=["_file", "_line"], how="anti")
+    out = out.with_columns(
+        pl.col("doc_id")
+        .replace_strict(flags, default=None, return_dtype=pl.String)
+        .alias("near_duplicate_of")
+    ).drop("_at")
+    return out.sort("doc_id"), losers.sort("_file", "_line")
+
+
+def _newest_per_id(silver: pl.DataFrame) -> tuple[pl.DataFrame, tuple[pl.DataFrame, pl.DataFrame]]:
+    """One row per id, oldest document first, with ``_at`` (file:line); and the losers: re-sent
+    copies of a version, then versions superseded by a newer ``updated_at``."""
     where = pl.col("_file") + pl.lit(":") + pl.col("_line").cast(pl.String)
     ordered = silver.sort(["doc_id", "updated_at", "_file", "_line"], nulls_last=False).with_columns(
         where.alias("_at")
@@ -56,49 +74,43 @@ def deduplicate(silver: pl.DataFrame, rules: QualityRules | None = None) -> tupl
     # Oldest document first (then id): which of two copies is kept must not depend on row order,
     # or re-delivering the same rows in another order would change silver.
     kept = newest.filter(pl.col("_at") == pl.col("_winner")).drop("_winner").sort("updated_at", "doc_id")
-    # Other ids with the same normalised text.
+    return kept, (resent, superseded)
+
+
+def _same_text(
+    kept: pl.DataFrame, rules: QualityRules
+) -> tuple[pl.DataFrame, tuple[pl.DataFrame, ...], dict[str, str]]:
+    """Other ids with the same normalised text as an older live document: (the live rows left for
+    the near-duplicate search, the duplicate losers when the contract drops them, else none, and
+    the flags {doc_id: of} when it keeps them)."""
     live = kept.filter(~pl.col("deleted")).with_columns(
         normalised_texts(kept.filter(~pl.col("deleted"))["text"]).alias("_norm")
     )
     live = live.with_columns(pl.col("doc_id").first().over("_norm").alias("_first"))
     copies = live.filter(pl.col("doc_id") != pl.col("_first"))
-    dropped_copies = rules.duplicate_action == "drop"
+    if rules.duplicate_action != "drop":
+        return live, (), dict(copies.select("doc_id", "_first").iter_rows())
     text_dups = copies.select(
         "_file", "_line", pl.lit(DUPLICATE).alias("kind"), "doc_id",
         pl.col("_first").alias("duplicate_of"),
         pl.format("duplicate: same normalised text as {}", "_first").alias("reason"),
     )  # fmt: skip
-    flags: dict[str, str] = {} if dropped_copies else dict(copies.select("doc_id", "_first").iter_rows())
-    remaining = live.filter(pl.col("doc_id") == pl.col("_first")) if dropped_copies else live
+    return live.filter(pl.col("doc_id") == pl.col("_first")), (text_dups,), {}
+
+
+def _near_copies(remaining: pl.DataFrame, rules: QualityRules, flags: dict[str, str]) -> pl.DataFrame:
+    """Near-duplicate losers when the contract drops them; else none, and ``flags`` gains them."""
     near = near_duplicates(
         remaining["doc_id"].to_list(), remaining["text"].to_list(), threshold=rules.near_duplicate_threshold
     )
+    if rules.near_duplicate_action != "drop":
+        flags.update({d.id: d.of for d in near})
+        return pl.DataFrame(schema=LOSER_SCHEMA)
     near_rows = pl.DataFrame(
         [(d.id, d.of, d.similarity) for d in near], schema={"doc_id": pl.String, "of": pl.String, "sim": pl.Float64},
         orient="row",
     )  # fmt: skip
-    if rules.near_duplicate_action == "drop":
-        near_losers = (
-            remaining.join(near_rows, on="doc_id")
-            .select(
-                "_file", "_line", pl.lit(NEAR_DUPLICATE).alias("kind"), "doc_id", pl.col("of").alias("duplicate_of"),
-                pl.format("near_duplicate: Jaccard {} with {}", "sim", "of").alias("reason"),
-            )
-        )  # fmt: skip
-    else:
-        near_losers = pl.DataFrame(schema=LOSER_SCHEMA)
-        flags.update({d.id: d.of for d in near})
-    losers = pl.concat(
-        [
-            f.cast(LOSER_SCHEMA)  # type: ignore[arg-type]
-            for f in (resent, superseded, text_dups if dropped_copies else None, near_losers)
-            if f is not None
-        ]  # type: ignore[arg-type]
-    )
-    out = kept.join(losers.select("_file", "_line"), on=["_file", "_line"], how="anti")
-    out = out.with_columns(
-        pl.col("doc_id")
-        .replace_strict(flags, default=None, return_dtype=pl.String)
-        .alias("near_duplicate_of")
-    ).drop("_at")
-    return out.sort("doc_id"), losers.sort("_file", "_line")
+    return remaining.join(near_rows, on="doc_id").select(
+        "_file", "_line", pl.lit(NEAR_DUPLICATE).alias("kind"), "doc_id", pl.col("of").alias("duplicate_of"),
+        pl.format("near_duplicate: Jaccard {} with {}", "sim", "of").alias("reason"),
+    )  # fmt: skip

@@ -177,34 +177,50 @@ def _tokens(norm: pl.Series, size: int, seed: int) -> _Tokens:
     """
     docs, hashes = [], []
     for begin in range(0, norm.len(), _CHUNK_DOCS):
-        part = norm.slice(begin, _CHUNK_DOCS)
-        words = part.str.split(" ")
-        lengths = words.list.len().to_numpy().astype(np.int64)
-        word_hashes = words.explode().hash(seed).to_numpy()
-        # A shingle starts wherever ``size`` words follow; a shorter text is one shingle of all its words.
-        per_doc = np.maximum(lengths - size + 1, 1)
-        position = np.arange(word_hashes.size, dtype=np.int64) - np.repeat(
-            np.cumsum(lengths) - lengths, lengths
-        )
-        first = np.flatnonzero(position < np.repeat(per_doc, lengths))
-        span = np.repeat(np.minimum(lengths, size), per_doc)
-        combined = word_hashes[first]
-        last = word_hashes.size - 1
-        with np.errstate(over="ignore"):
-            for k in range(1, size):
-                step = combined * _MIX + word_hashes[np.minimum(first + k, last)]
-                combined = np.where(k < span, step, combined)
-        doc = np.repeat(np.arange(begin, begin + part.len(), dtype=np.int64), per_doc)
+        doc, shingles = _shingles(norm.slice(begin, _CHUNK_DOCS), size, seed, begin)
         docs.append(doc)
-        hashes.append(combined >> np.uint64(64 - _HASH_BITS))
+        hashes.append(shingles)
     doc, token = np.concatenate(docs), np.concatenate(hashes)
+    doc_sorted, keys = _distinct_per_doc(doc, _with_rarity(token), norm.len())
+    starts = np.flatnonzero(np.concatenate([[True], doc_sorted[1:] != doc_sorted[:-1]]))
+    return _Tokens(doc_sorted, keys, starts, np.diff(np.append(starts, keys.size)))
+
+
+def _shingles(part: pl.Series, size: int, seed: int, begin: int) -> tuple[np.ndarray, np.ndarray]:
+    """(document number, 48-bit shingle hash) of every shingle of ``part``, whose first text is
+    document ``begin``."""
+    words = part.str.split(" ")
+    lengths = words.list.len().to_numpy().astype(np.int64)
+    word_hashes = words.explode().hash(seed).to_numpy()
+    # A shingle starts wherever ``size`` words follow; a shorter text is one shingle of all its words.
+    per_doc = np.maximum(lengths - size + 1, 1)
+    position = np.arange(word_hashes.size, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    first = np.flatnonzero(position < np.repeat(per_doc, lengths))
+    span = np.repeat(np.minimum(lengths, size), per_doc)
+    combined = word_hashes[first]
+    last = word_hashes.size - 1
+    with np.errstate(over="ignore"):
+        for k in range(1, size):
+            step = combined * _MIX + word_hashes[np.minimum(first + k, last)]
+            combined = np.where(k < span, step, combined)
+    doc = np.repeat(np.arange(begin, begin + part.len(), dtype=np.int64), per_doc)
+    return doc, combined >> np.uint64(64 - _HASH_BITS)
+
+
+def _with_rarity(token: np.ndarray) -> np.ndarray:
+    """``token`` with its rarity class above the hash bits, so sorting puts rare shingles first."""
     slot = (token & np.uint64(_SKETCH_SLOTS - 1)).astype(np.intp)
     shared = np.bincount(slot, minlength=_SKETCH_SLOTS)[slot]
     rarity = np.searchsorted(1 << np.arange(1, 1 << _CLASS_BITS), shared, side="right").astype(np.uint64)
     token |= rarity << np.uint64(_HASH_BITS)
-    del slot, shared, rarity
+    return token
+
+
+def _distinct_per_doc(doc: np.ndarray, token: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(doc, key) sorted by document, then key, each pair once: ``_SORT_DOCS`` documents at a time,
+    packed into one uint64 so a plain sort does it."""
     key_bits = np.uint64(_HASH_BITS + _CLASS_BITS)
-    bounds = np.searchsorted(doc, np.arange(0, norm.len() + _SORT_DOCS, _SORT_DOCS))
+    bounds = np.searchsorted(doc, np.arange(0, n_docs + _SORT_DOCS, _SORT_DOCS))
     out_doc, out_key = [], []
     for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         if lo == hi:
@@ -215,9 +231,7 @@ def _tokens(norm: pl.Series, size: int, seed: int) -> _Tokens:
         packed = packed[np.concatenate([[True], packed[1:] != packed[:-1]])]  # a repeated shingle counts once
         out_doc.append((packed >> key_bits).astype(np.int64) + base)
         out_key.append((packed & np.uint64((1 << int(key_bits)) - 1)).astype(np.int64))
-    doc_sorted, keys = np.concatenate(out_doc), np.concatenate(out_key)
-    starts = np.flatnonzero(np.concatenate([[True], doc_sorted[1:] != doc_sorted[:-1]]))
-    return _Tokens(doc_sorted, keys, starts, np.diff(np.append(starts, keys.size)))
+    return np.concatenate(out_doc), np.concatenate(out_key)
 
 
 def _similar_pairs(tokens: _Tokens, threshold: float) -> pl.DataFrame:
@@ -229,23 +243,8 @@ def _similar_pairs(tokens: _Tokens, threshold: float) -> pl.DataFrame:
     (its indexing prefix), so only such pairs are compared. Rare tokens come first, so text shared
     by many documents (templates, signatures) rarely makes a candidate.
     """
-    eps = 1e-9
-    n = np.repeat(tokens.size, tokens.size)
-    position = np.arange(tokens.key.size) - np.repeat(tokens.start, tokens.size)
-    probe = position < n - np.ceil(n * threshold - eps) + 1
-    index = position < n - np.ceil(n * (2 * threshold / (1 + threshold)) - eps) + 1
-    frame = pl.DataFrame({"doc": tokens.doc, "tok": tokens.key, "n": n})
-    candidates = (
-        frame.filter(probe)
-        .join(frame.filter(index), on="tok", suffix="_i")
-        .filter(
-            (pl.col("doc") != pl.col("doc_i"))
-            & (pl.col("n_i") <= pl.col("n"))
-            & (pl.col("n_i") >= pl.col("n") * threshold - eps)
-        )
-        .select(pl.min_horizontal("doc", "doc_i").alias("a"), pl.max_horizontal("doc", "doc_i").alias("b"))
-        .unique()
-    )
+    frame = pl.DataFrame({"doc": tokens.doc, "tok": tokens.key, "n": np.repeat(tokens.size, tokens.size)})
+    candidates = _candidate_pairs(tokens, frame, threshold)
     if candidates.is_empty():
         return pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "sim": pl.Float64})
     involved = np.unique(np.concatenate([candidates["a"].to_numpy(), candidates["b"].to_numpy()]))
@@ -265,6 +264,27 @@ def _similar_pairs(tokens: _Tokens, threshold: float) -> pl.DataFrame:
     )
 
 
+def _candidate_pairs(tokens: _Tokens, frame: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """Pairs ``a < b`` sharing a token between a probing prefix and an indexing prefix, of sizes
+    that allow the threshold. ``frame`` holds (doc, tok, n) in the order of ``tokens``."""
+    eps = 1e-9
+    n = frame["n"].to_numpy()
+    position = np.arange(tokens.key.size) - np.repeat(tokens.start, tokens.size)
+    probe = position < n - np.ceil(n * threshold - eps) + 1
+    index = position < n - np.ceil(n * (2 * threshold / (1 + threshold)) - eps) + 1
+    return (
+        frame.filter(probe)
+        .join(frame.filter(index), on="tok", suffix="_i")
+        .filter(
+            (pl.col("doc") != pl.col("doc_i"))
+            & (pl.col("n_i") <= pl.col("n"))
+            & (pl.col("n_i") >= pl.col("n") * threshold - eps)
+        )
+        .select(pl.min_horizontal("doc", "doc_i").alias("a"), pl.max_horizontal("doc", "doc_i").alias("b"))
+        .unique()
+    )
+
+
 def near_duplicates(
     ids: Sequence[str],
     texts: Sequence[str],
@@ -280,12 +300,7 @@ def near_duplicates(
     the threshold is found, see :func:`_similar_pairs`), vectorised, and does not depend on ``seed``
     beyond 48-bit shingle-hash collisions.
     """
-    if len(ids) != len(texts):
-        raise ValueError(f"ids and texts differ in length: {len(ids)} != {len(texts)}")
-    if len(set(ids)) != len(ids):
-        raise ValueError("ids must be unique")
-    if shingle < 1:
-        raise ValueError("shingle must be at least 1")
+    _check_near_inputs(ids, texts, shingle)
     if len(ids) < 2:
         return []
     norm = normalised_texts(pl.Series("text", texts, dtype=pl.String)).fill_null("")
@@ -298,12 +313,7 @@ def near_duplicates(
     )
     distinct = frame.filter(pl.col("pos") == pl.col("first"))
     pairs = _similar_pairs(_tokens(distinct["norm"], shingle, seed), threshold)
-    position = distinct["pos"].to_list()  # distinct index -> position in ids
-    verdict: dict[int, tuple[int, float]] = {}  # position -> (kept position, similarity)
-    for a, b, sim in pairs.sort("b", "a").iter_rows():
-        pa, pb = position[a], position[b]
-        if pb not in verdict and pa not in verdict:  # pa is decided: every pair ending at it came first
-            verdict[pb] = (pa, sim)
+    verdict = _earliest_kept(pairs, distinct["pos"].to_list())
     found: list[NearDuplicate] = []
     for pos, first in frame.select("pos", "first").iter_rows():
         if pos != first:
@@ -314,6 +324,26 @@ def near_duplicates(
             continue
         found.append(NearDuplicate(id=ids[pos], of=ids[of], similarity=round(sim, 4)))
     return found
+
+
+def _check_near_inputs(ids: Sequence[str], texts: Sequence[str], shingle: int) -> None:
+    if len(ids) != len(texts):
+        raise ValueError(f"ids and texts differ in length: {len(ids)} != {len(texts)}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    if shingle < 1:
+        raise ValueError("shingle must be at least 1")
+
+
+def _earliest_kept(pairs: pl.DataFrame, position: list[int]) -> dict[int, tuple[int, float]]:
+    """{position of a near duplicate: (position of the earliest kept text it matches, similarity)};
+    ``position`` maps a distinct text's index (as in ``pairs``) to its position in the ids."""
+    verdict: dict[int, tuple[int, float]] = {}
+    for a, b, sim in pairs.sort("b", "a").iter_rows():
+        pa, pb = position[a], position[b]
+        if pb not in verdict and pa not in verdict:  # pa is decided: every pair ending at it came first
+            verdict[pb] = (pa, sim)
+    return verdict
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,14 +7,16 @@ thresholds; rendered as markdown for the Dagster UI and as JSON for ``embedding-
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from embedding_assets.contracts.model import Contract
+from embedding_assets.contracts.model import Contract, DriftRules, QualityRules
 from embedding_assets.core.lake import Lake
+from embedding_assets.refine.migrations import UNKNOWN_VERSION
 from embedding_assets.refine.quality import length_outliers, missing_rates, text_drift
 from embedding_assets.refine.silver import SilverResult
 from embedding_assets.refine.tables import DUPLICATE, FIELD_PREFIX, NEAR_DUPLICATE, SUPERSEDED
@@ -33,6 +35,8 @@ class CheckOutcome:
     passed: bool
     blocking: bool
     message: str
+    # What the check measured, by name, for the Dagster UI to plot (int or float values only).
+    figures: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +67,11 @@ class BatchQuality:
     def blocked(self) -> list[CheckOutcome]:
         return [c for c in self.checks if c.blocking and not c.passed]
 
+    @property
+    def duplicate_rate(self) -> float:
+        """Exact duplicates dropped per row read (0.0 when no rows were read)."""
+        return round(self.duplicates / self.rows_read, 6) if self.rows_read else 0.0
+
     def check(self, name: str) -> CheckOutcome:
         return next(c for c in self.checks if c.name == name)
 
@@ -72,11 +81,32 @@ class BatchQuality:
     @staticmethod
     def from_json(text: str) -> BatchQuality:
         raw: dict[str, Any] = json.loads(text)
-        raw["checks"] = [CheckOutcome(**c) for c in raw.get("checks", [])]
+        raw["checks"] = [CheckOutcome(**c) for c in raw.get("checks", [])]  # figures: absent before
         return BatchQuality(**raw)
 
     def markdown(self) -> str:
-        rows = [
+        out = [f"**{_cell(self.source)} / {_cell(self.batch)}** (contract v{self.contract_version})", ""]
+        out += _table(("figure", "value"), self._figure_rows())
+        sections: list[tuple[tuple[str, str], Sequence[tuple[str, object]]]] = [
+            (("quarantine rule", "rows"), list(self.by_rule.items())),
+            (("field", "missing"), [(k, f"{v:.1%}") for k, v in self.missing_rates.items()]),
+            (
+                (f"drift vs {', '.join(self.reference_batches)}", "value"),
+                [(k, f"{v:.4f}") for k, v in sorted(self.drift.items())],
+            ),
+        ]
+        for header, rows in sections:
+            if rows:
+                out += ["", *_table(header, rows)]
+        verdicts = [
+            (c.name, f"{'pass' if c.passed else ('BLOCK' if c.blocking else 'warn')}: {c.message}")
+            for c in self.checks
+        ]
+        out += ["", *_table(("check", "result"), verdicts)]
+        return "\n".join(out)
+
+    def _figure_rows(self) -> list[tuple[str, object]]:
+        return [
             ("rows read", self.rows_read),
             ("silver rows", self.silver_rows),
             (
@@ -89,33 +119,40 @@ class BatchQuality:
                 f"{self.near_duplicates_dropped} / {self.near_duplicates_flagged}",
             ),
             ("superseded updates", self.superseded),
-            ("contract versions", ", ".join(f"v{v}: {n}" for v, n in sorted(self.versions.items())) or "-"),
+            ("contract versions", self._versions_text()),
             ("rows migrated", self.migrated),
             ("length outliers", f"{self.outliers} ({self.outlier_rate:.1%})"),
         ]
-        out = [
-            f"**{self.source} / {self.batch}** (contract v{self.contract_version})",
-            "",
-            "| figure | value |",
-            "|---|---|",
-        ]
-        out += [f"| {k} | {v} |" for k, v in rows]
-        if self.by_rule:
-            out += ["", "| quarantine rule | rows |", "|---|---|"]
-            out += [f"| {rule} | {n} |" for rule, n in self.by_rule.items()]
-        if self.missing_rates:
-            out += ["", "| field | missing |", "|---|---|"]
-            out += [f"| {k} | {v:.1%} |" for k, v in self.missing_rates.items()]
-        if self.drift:
-            refs = ", ".join(self.reference_batches)
-            out += ["", f"| drift vs {refs} | value |", "|---|---|"]
-            out += [f"| {k} | {v:.4f} |" for k, v in sorted(self.drift.items())]
-        out += ["", "| check | result |", "|---|---|"]
-        out += [
-            f"| {c.name} | {'pass' if c.passed else ('BLOCK' if c.blocking else 'warn')}: {c.message} |"
-            for c in self.checks
-        ]
-        return "\n".join(out)
+
+    def _versions_text(self) -> str:
+        """Rows per contract version, those whose version could not be read last."""
+        unreadable = self.versions.get(str(UNKNOWN_VERSION))
+        parts = [f"v{v}: {n}" for v, n in sorted(self.versions.items()) if v != str(UNKNOWN_VERSION)]
+        if unreadable is not None:
+            parts.append(f"unreadable: {unreadable}")
+        return ", ".join(parts) or "-"
+
+
+def _counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun in its number: "1 row", "2 rows", "0 reference batches"."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+_NEWLINE = re.compile(r"\r\n?|\n")
+_PIPE = re.compile(r"(\\*)\|")
+
+
+def _cell(value: object) -> str:
+    """``value`` as text that stays inside one markdown table cell: newlines become spaces and
+    pipes are escaped; backslashes right before a pipe are doubled, or they would escape the escape."""
+    text = _NEWLINE.sub(" ", str(value))
+    return _PIPE.sub(lambda m: m.group(1) * 2 + "\\|", text)
+
+
+def _table(header: tuple[str, str], rows: Sequence[tuple[str, object]]) -> list[str]:
+    """A two-column markdown table, every cell escaped."""
+    lines = [f"| {_cell(header[0])} | {_cell(header[1])} |", "|---|---|"]
+    return lines + [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows]
 
 
 def silver_checks(contract: Contract) -> list[tuple[str, bool, str]]:
@@ -149,25 +186,9 @@ def assess(
 ) -> BatchQuality:
     """Every quality figure and check outcome of one batch. ``reference`` holds the silver rows of
     the trailing reference batches (the contract's ``drift.reference_batches`` before this one)."""
-    rules = contract.quality
     silver = result.silver
     live = silver.filter(~pl.col("deleted"))
-    lengths = live["text"].str.len_chars().to_numpy() if live.height else np.zeros(0)
-    outlier_mask = (
-        length_outliers([int(n) for n in lengths], max_z=rules.outlier_max_z)
-        if live.height
-        else np.zeros(0, bool)
-    )
-    outliers = int(outlier_mask.sum())
-    optional = [n for n, s in contract.fields.items() if not s.required]
-    present = [n for n in optional if f"{FIELD_PREFIX}{n}" in live.columns]
-    missing = {
-        n: round(v, 4)
-        for n, v in missing_rates(live.select([f"{FIELD_PREFIX}{n}" for n in present]).rename(
-            {f"{FIELD_PREFIX}{n}": n for n in present}
-        ), present).items()
-    }  # fmt: skip
-    by_rule = {str(r): int(n) for r, n in result.reasons().iter_rows()}
+    outliers = _outlier_count(live, contract.quality.outlier_max_z)
     rejected = result.rejected
     q = BatchQuality(
         source=contract.source,
@@ -177,8 +198,8 @@ def assess(
         silver_rows=silver.height,
         quarantined=result.quarantine.height,
         quarantine_rate=round(result.quarantine.height / result.rows_read, 6) if result.rows_read else 0.0,
-        max_quarantine_rate=rules.max_quarantine_rate,
-        by_rule=by_rule,
+        max_quarantine_rate=contract.quality.max_quarantine_rate,
+        by_rule={str(r): int(n) for r, n in result.reasons().iter_rows()},
         duplicates=int((rejected["kind"] == DUPLICATE).sum()),
         near_duplicates_dropped=int((rejected["kind"] == NEAR_DUPLICATE).sum()),
         near_duplicates_flagged=result.near_duplicates_flagged,
@@ -187,90 +208,142 @@ def assess(
         migrated=result.migrated,
         outliers=outliers,
         outlier_rate=round(outliers / live.height, 6) if live.height else 0.0,
-        missing_rates=missing,
+        missing_rates=_missing_rates(contract, live),
         reference_batches=sorted(set(reference["batch"].to_list())) if reference.height else [],
     )
-    ref_live = reference.filter(~pl.col("deleted")) if reference.height else reference
-    if ref_live.height and live.height:
-        cats = [c for c in _categorical(contract) if c in live.columns]
-        figures = text_drift(
-            ref_live.select("text", *[pl.col(c) if c in ref_live.columns else pl.lit(None, pl.String).alias(c) for c in cats]),
-            live.select("text", *cats),
-            categorical=cats,
-        )  # fmt: skip
-        # rounded: the figures are sums of floats, equal runs must store equal reports
-        q.drift = {"psi_length": round(figures.psi_length, 6), "ks_length": round(figures.ks_length, 6)}
-        q.drift.update(
-            {f"psi_{c.removeprefix(FIELD_PREFIX)}": round(v, 6) for c, v in figures.psi_categorical.items()}
-        )
+    q.drift = _drift(contract, live, reference)
     _judge(q, contract, result, schema_failures or [])
     return q
 
 
+def _outlier_count(live: pl.DataFrame, max_z: float) -> int:
+    """Live texts whose length is an outlier (robust z-score of the log length over ``max_z``)."""
+    if not live.height:
+        return 0
+    lengths = live["text"].str.len_chars().to_numpy()
+    return int(length_outliers([int(n) for n in lengths], max_z=max_z).sum())
+
+
+def _missing_rates(contract: Contract, live: pl.DataFrame) -> dict[str, float]:
+    """Missing-value rate of each optional field silver has, rounded to 4 places."""
+    optional = [n for n, s in contract.fields.items() if not s.required]
+    present = [n for n in optional if f"{FIELD_PREFIX}{n}" in live.columns]
+    fields = live.select([f"{FIELD_PREFIX}{n}" for n in present]).rename(
+        {f"{FIELD_PREFIX}{n}": n for n in present}
+    )
+    return {n: round(v, 4) for n, v in missing_rates(fields, present).items()}
+
+
+def _drift(contract: Contract, live: pl.DataFrame, reference: pl.DataFrame) -> dict[str, float]:
+    """PSI and KS of text length and PSI of each categorical field against the reference's live
+    rows; empty when either side has none."""
+    ref_live = reference.filter(~pl.col("deleted")) if reference.height else reference
+    if not (ref_live.height and live.height):
+        return {}
+    cats = [c for c in _categorical(contract) if c in live.columns]
+    figures = text_drift(
+        ref_live.select("text", *[pl.col(c) if c in ref_live.columns else pl.lit(None, pl.String).alias(c) for c in cats]),
+        live.select("text", *cats),
+        categorical=cats,
+    )  # fmt: skip
+    # rounded: the figures are sums of floats, equal runs must store equal reports
+    drift = {"psi_length": round(figures.psi_length, 6), "ks_length": round(figures.ks_length, 6)}
+    drift.update(
+        {f"psi_{c.removeprefix(FIELD_PREFIX)}": round(v, 6) for c, v in figures.psi_categorical.items()}
+    )
+    return drift
+
+
 def _judge(q: BatchQuality, contract: Contract, result: SilverResult, schema_failures: list[str]) -> None:
-    rules = contract.quality
     blocks = {name: blocking for name, blocking, _ in silver_checks(contract)}
-    accounting = (
-        f"read {result.rows_read} = silver {result.silver.height} + quarantined {result.quarantine.height}"
-        f" + duplicates {result.duplicates_dropped}"
-    )
-    rate_ok = q.quarantine_rate <= rules.max_quarantine_rate
-    rule_list = ", ".join(f"{r} ({n} rows)" for r, n in q.by_rule.items()) or "none"
-    missing_over = {
-        n: v for n, v in q.missing_rates.items() if (t := rules.missing_threshold(n)) is not None and v > t
-    }
-    psi = max((v for k, v in q.drift.items() if k.startswith("psi_")), default=0.0)
-    ks = q.drift.get("ks_length", 0.0)
-    drift_problems = ([f"PSI {psi:.3f} > {rules.drift.max_psi}"] if psi > rules.drift.max_psi else []) + (
-        [f"KS {ks:.3f} > {rules.drift.max_ks}"] if ks > rules.drift.max_ks else []
-    )
     q.checks = [
         CheckOutcome(
             "silver_schema",
             not schema_failures,
             blocks["silver_schema"],
             "; ".join(schema_failures[:3]) or "rows conform to the pandera silver schema",
+            {"schema_failures": len(schema_failures)},
         ),
-        CheckOutcome("rows_accounted", result.accounted, blocks["rows_accounted"], accounting),
+        _accounting_check(q, result, blocks["rows_accounted"]),
         CheckOutcome(
             "contract_compatible",
             not result.breaking,
             blocks["contract_compatible"],
             "; ".join(result.breaking) or f"every row is (or migrates to) contract v{contract.version}",
+            {"breaking_changes": len(result.breaking)},
         ),
-        CheckOutcome(
-            "quarantine_rate",
-            rate_ok,
-            blocks["quarantine_rate"],
-            f"{q.quarantined} of {q.rows_read} rows quarantined ({q.quarantine_rate:.1%}, "
-            f"max {rules.max_quarantine_rate:.0%}); rules: {rule_list}",
-        ),
-        CheckOutcome(
-            "length_outliers",
-            q.outlier_rate <= rules.outlier_max_rate,
-            blocks["length_outliers"],
-            f"{q.outliers} texts with |robust z| > {rules.outlier_max_z} ({q.outlier_rate:.1%}, "
-            f"max {rules.outlier_max_rate:.0%})",
-        ),
-        CheckOutcome(
-            "missing_values",
-            not missing_over,
-            blocks["missing_values"],
-            ", ".join(f"{n} {v:.0%} > {rules.missing_threshold(n):.0%}" for n, v in missing_over.items())
-            or "missing-value rates within the contract's thresholds",
-        ),
-        CheckOutcome(
-            "drift",
-            not drift_problems,
-            blocks["drift"],
-            "; ".join(drift_problems)
-            or (
-                f"within thresholds vs {len(q.reference_batches)} reference batches"
-                if q.drift
-                else "no reference yet"
-            ),
-        ),
+        _quarantine_check(q, contract.quality, blocks["quarantine_rate"]),
+        _outlier_check(q, contract.quality, blocks["length_outliers"]),
+        _missing_check(q, contract.quality, blocks["missing_values"]),
+        _drift_check(q, contract.quality.drift, blocks["drift"]),
     ]
+
+
+def _accounting_check(q: BatchQuality, result: SilverResult, blocking: bool) -> CheckOutcome:
+    # duplicates_dropped is every deduplication loser, so the first four figures add up;
+    # duplicate_rate counts exact duplicates only, as the report's "duplicates dropped" row does.
+    figures = {
+        "rows_read": result.rows_read,
+        "silver_rows": result.silver.height,
+        "quarantined": result.quarantine.height,
+        "duplicates_dropped": result.duplicates_dropped,
+        "duplicate_rate": q.duplicate_rate,
+    }
+    message = (
+        f"read {result.rows_read} = silver {result.silver.height} + quarantined {result.quarantine.height}"
+        f" + duplicates {result.duplicates_dropped}"
+    )
+    return CheckOutcome("rows_accounted", result.accounted, blocking, message, figures)
+
+
+def _quarantine_check(q: BatchQuality, rules: QualityRules, blocking: bool) -> CheckOutcome:
+    rule_list = ", ".join(f"{r} ({_counted(n, 'row')})" for r, n in q.by_rule.items()) or "none"
+    message = (
+        f"{q.quarantined} of {_counted(q.rows_read, 'row')} quarantined ({q.quarantine_rate:.1%}, "
+        f"max {rules.max_quarantine_rate:.0%}); rules: {rule_list}"
+    )
+    figures = {
+        "quarantine_rate": q.quarantine_rate,
+        "max_quarantine_rate": float(rules.max_quarantine_rate),
+        "quarantined": q.quarantined,
+    }
+    return CheckOutcome(
+        "quarantine_rate", q.quarantine_rate <= rules.max_quarantine_rate, blocking, message, figures
+    )
+
+
+def _outlier_check(q: BatchQuality, rules: QualityRules, blocking: bool) -> CheckOutcome:
+    message = (
+        f"{_counted(q.outliers, 'text')} with |robust z| > {rules.outlier_max_z} ({q.outlier_rate:.1%}, "
+        f"max {rules.outlier_max_rate:.0%})"
+    )
+    figures = {"outlier_rate": q.outlier_rate, "outliers": q.outliers}
+    return CheckOutcome(
+        "length_outliers", q.outlier_rate <= rules.outlier_max_rate, blocking, message, figures
+    )
+
+
+def _missing_check(q: BatchQuality, rules: QualityRules, blocking: bool) -> CheckOutcome:
+    over = {
+        n: v for n, v in q.missing_rates.items() if (t := rules.missing_threshold(n)) is not None and v > t
+    }
+    message = (
+        ", ".join(f"{n} {v:.0%} > {rules.missing_threshold(n):.0%}" for n, v in over.items())
+        or "missing-value rates within the contract's thresholds"
+    )
+    figures = {"max_missing_rate": float(max(q.missing_rates.values(), default=0.0))}
+    return CheckOutcome("missing_values", not over, blocking, message, figures)
+
+
+def _drift_check(q: BatchQuality, rules: DriftRules, blocking: bool) -> CheckOutcome:
+    psi = max((v for k, v in q.drift.items() if k.startswith("psi_")), default=0.0)
+    ks = q.drift.get("ks_length", 0.0)
+    problems = ([f"PSI {psi:.3f} > {rules.max_psi}"] if psi > rules.max_psi else []) + (
+        [f"KS {ks:.3f} > {rules.max_ks}"] if ks > rules.max_ks else []
+    )
+    refs = _counted(len(q.reference_batches), "reference batch", "reference batches")
+    message = "; ".join(problems) or (f"within thresholds vs {refs}" if q.drift else "no reference yet")
+    return CheckOutcome("drift", not problems, blocking, message, dict(q.drift))
 
 
 def load_reports(lake: Lake, batch: str | None = None, source: str | None = None) -> list[BatchQuality]:

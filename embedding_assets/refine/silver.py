@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -66,29 +67,51 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
     ``bronze`` has the columns ``file``, ``line``, ``raw`` and ``header`` (bytes as received).
     Every row ends in exactly one place: silver, or the rejected table with its kind and reasons.
     """
+    parsed = _parse_batch(contract, bronze)
+    frame = _validated(contract, parsed.frame)
+    breaking = _breaking_changes(contract, frame, parsed.keysets)
+    versions = {int(v): int(n) for v, n in frame.group_by("_version").len().sort("_version").iter_rows()}
+    bad = frame.filter(pl.col("reasons").list.len() > 0)
+    good = frame.filter(pl.col("reasons").list.len() == 0)
+    deduped, losers = deduplicate(_canonical(contract, good, batch), contract.quality)
+    rejected = pl.concat(
+        [_invalid_rows(contract, bad, batch), _loser_rows(contract, losers, good, batch)]
+    ).sort("_file", "_line")
+    return SilverResult(
+        silver=deduped,
+        rejected=rejected.with_columns(_raw_texts(bronze, rejected)),
+        rows_read=bronze.height,
+        versions=versions,
+        migrated=parsed.migrated,
+        breaking=breaking,
+    )
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    frame: pl.DataFrame  # _file, _line, _parse (reasons), _version and raw::<field> as text
+    keysets: list[frozenset[str]]  # each record's keys after migration
+    migrated: int
+
+
+def _parse_batch(contract: Contract, bronze: pl.DataFrame) -> _Parsed:
+    """Every record parsed and migrated to the current contract, its fields kept as text."""
     names = contract.referenced_fields
     texts: dict[str, list[str | None]] = {name: [] for name in names}
     parse_errors: list[list[str]] = []
     versions_read: list[int] = []
-    keysets: list[frozenset[str]] = []  # each record's keys, interned: few distinct shapes per batch
+    keysets: list[frozenset[str]] = []  # interned: few distinct shapes per batch
     interned: dict[frozenset[str], frozenset[str]] = {}
     shapes: dict[frozenset[str], int] = {}
     defaults = [(name, spec.default) for name, spec in contract.fields.items() if spec.default is not None]
     migrated = 0
     for file, raw, header in bronze.select("file", "raw", "header").iter_rows():
-        record, reasons = parse_record(contract, raw, header, file)
-        version = contract.version
-        if not reasons:
-            result = migrate(contract, record, shapes)
-            record, version, reasons = result.record, result.version, result.reasons
-            migrated += result.steps > 0
-            for name, default in defaults:
-                if record.get(name) is None:
-                    record[name] = default
+        record, version, reasons, steps = _read_record(contract, (raw, header, file), shapes, defaults)
+        migrated += steps > 0
         keys = frozenset(record)
         keysets.append(interned.setdefault(keys, keys))
         parse_errors.append(reasons)
-        versions_read.append(version if not reasons or record else -1)
+        versions_read.append(version if not reasons or record else -1)  # -1: nothing could be read
         for name in names:
             texts[name].append(as_text(record.get(name)))
     frame = pl.DataFrame(
@@ -100,71 +123,109 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
             *(pl.Series(f"raw::{name}", values, dtype=pl.String) for name, values in texts.items()),
         ]
     )
-    del texts, parse_errors, versions_read
+    return _Parsed(frame, keysets, migrated)
+
+
+def _read_record(
+    contract: Contract,
+    received: tuple[bytes, bytes | None, str],
+    shapes: dict[frozenset[str], int],
+    defaults: list[tuple[str, Any]],
+) -> tuple[dict[str, Any], int, list[str], int]:
+    """One record (raw bytes, CSV header, file) parsed, migrated and given the contract's defaults:
+    (record, detected version, reasons it is unreadable, migration steps applied)."""
+    record, reasons = parse_record(contract, *received)
+    if reasons:
+        return record, contract.version, reasons, 0
+    result = migrate(contract, record, shapes)
+    for name, default in defaults:
+        if result.record.get(name) is None:
+            result.record[name] = default
+    return result.record, result.version, result.reasons, result.steps
+
+
+def _validated(contract: Contract, frame: pl.DataFrame) -> pl.DataFrame:
+    """The parsed rows with typed fields, ``deleted``, the combined ``text`` and every row's ``reasons``."""
+    names = contract.referenced_fields
     frame = frame.with_columns(
         typed_expr(f"raw::{n}", contract.field_spec(n)).alias(f"typed::{n}") for n in names
     )
-    marker = contract.deleted
-    deleted = (
-        pl.col(f"raw::{marker.field}")
-        .str.strip_chars()
-        .str.to_lowercase()
-        .is_in(list(marker.values))
-        .fill_null(False)
-        if marker
-        else pl.lit(False)
-    )
     text_parts = [pl.col(f"raw::{n}").str.strip_chars() for n in contract.text]
     frame = frame.with_columns(
-        deleted.alias("deleted"),
+        _deleted_expr(contract).alias("deleted"),
         pl.concat_str(text_parts, separator="\n\n", ignore_nulls=True).str.strip_chars().alias("text"),
     )
     frame = with_garbage(frame, contract)
     # A row that could not be parsed (or migrated) has no fields: only those reasons are meaningful.
-    frame = frame.with_columns(
+    return frame.with_columns(
         pl.when(pl.col("_parse").list.len() > 0)
         .then(pl.col("_parse"))
         .otherwise(row_reasons(contract, frame))
         .alias("reasons")
     )
+
+
+def _deleted_expr(contract: Contract) -> pl.Expr:
+    marker = contract.deleted
+    if not marker:
+        return pl.lit(False)
+    return (
+        pl.col(f"raw::{marker.field}")
+        .str.strip_chars()
+        .str.to_lowercase()
+        .is_in(list(marker.values))
+        .fill_null(False)
+    )
+
+
+def _breaking_changes(contract: Contract, frame: pl.DataFrame, keysets: list[frozenset[str]]) -> list[str]:
+    """Fields the live rows lost or gained against the contract, and rows no migration reaches."""
+    names = contract.referenced_fields
     live = frame["_parse"].list.len().eq(0) & ~frame["deleted"]
     breaking = breaking_fields(
         contract,
         frame.filter(live).select(f"raw::{name}" for name in names).rename(lambda c: c.removeprefix("raw::")),
         {keys for keys, keep in zip(keysets, live.to_list(), strict=True) if keep},
     )
-    versions = {int(v): int(n) for v, n in frame.group_by("_version").len().sort("_version").iter_rows()}
     unmigrated = frame.filter(
         pl.col("_parse").list.first().str.starts_with("no_migration")
         | pl.col("_parse").list.first().str.starts_with("unknown_version")
     )
     if unmigrated.height:
         by = f"field '{contract.version_field}'" if contract.version_field else "the shape of its rows"
+        rows = "1 row is" if unmigrated.height == 1 else f"{unmigrated.height} rows are"
+        found = sorted(set(unmigrated["_version"].to_list()))
         breaking.append(
-            f"{unmigrated.height} rows are contract versions {sorted(set(unmigrated['_version'].to_list()))} "
+            f"{rows} contract version{'s' if len(found) != 1 else ''} {found} "
             f"(by {by}) and no migration leads to v{contract.version}"
         )
-    bad = frame.filter(pl.col("reasons").list.len() > 0)
-    good = frame.filter(pl.col("reasons").list.len() == 0)
-    invalid = bad.select(
+    return breaking
+
+
+def _invalid_rows(contract: Contract, bad: pl.DataFrame, batch: str) -> pl.DataFrame:
+    """Quarantine rows (QUARANTINE_SCHEMA) for the rows that broke a rule."""
+    raw_id = pl.col(f"raw::{contract.id}")
+    return bad.select(
         pl.lit(contract.source).alias("source"),
         pl.lit(batch).alias("batch"),
         "_file",
         "_line",
         pl.lit(INVALID).alias("kind"),
-        pl.when(_blank_expr(pl.col(f"raw::{contract.id}")))
+        pl.when(_blank_expr(raw_id))
         .then(None)
-        .otherwise(pl.lit(f"{contract.source}:") + pl.col(f"raw::{contract.id}").str.strip_chars())
+        .otherwise(pl.lit(f"{contract.source}:") + raw_id.str.strip_chars())
         .alias("doc_id"),
         pl.lit(None, dtype=pl.String).alias("duplicate_of"),
         pl.col("_version").alias("contract_version"),
-        pl.lit(None, dtype=pl.String).alias("raw"),  # filled below, for rejected rows only
+        pl.lit(None, dtype=pl.String).alias("raw"),  # filled in later, for rejected rows only
         "reasons",
         pl.col("reasons").list.join("; ").alias("reason"),
     ).cast(QUARANTINE_SCHEMA)
-    silver = _canonical(contract, good, batch)
-    deduped, losers = deduplicate(silver, contract.quality)
-    losers = (
+
+
+def _loser_rows(contract: Contract, losers: pl.DataFrame, good: pl.DataFrame, batch: str) -> pl.DataFrame:
+    """Rejected rows (QUARANTINE_SCHEMA) for deduplication's losers, with their contract version."""
+    return (
         losers.join(
             good.select("_file", "_line", pl.col("_version").alias("contract_version")),
             on=["_file", "_line"],
@@ -185,15 +246,6 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
         )
         .cast(QUARANTINE_SCHEMA)
     )
-    rejected = pl.concat([invalid, losers]).sort("_file", "_line")
-    return SilverResult(
-        silver=deduped,
-        rejected=rejected.with_columns(_raw_texts(bronze, rejected)),
-        rows_read=bronze.height,
-        versions=versions,
-        migrated=migrated,
-        breaking=breaking,
-    )
 
 
 def _raw_texts(bronze: pl.DataFrame, rows: pl.DataFrame) -> pl.Series:
@@ -213,30 +265,7 @@ def _blank_expr(col: pl.Expr) -> pl.Expr:
 
 
 def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFrame:
-    meta_cols = list(contract.metadata)
-    metadata = pl.Series(
-        "metadata",
-        [
-            json.dumps(
-                dict(zip(meta_cols, row, strict=True)), sort_keys=True, default=str, ensure_ascii=False
-            )
-            for row in good.select(pl.col(f"typed::{m}") for m in meta_cols).iter_rows()
-        ]
-        if meta_cols
-        else ["{}"] * good.height,
-        dtype=pl.String,
-    )
-    updated = (
-        pl.col(f"typed::{contract.updated_at}").cast(pl.Datetime("us", "UTC"))
-        if contract.updated_at and contract.field_spec(contract.updated_at).type == "datetime"
-        else (
-            pl.col(f"raw::{contract.updated_at}").map_elements(
-                parse_datetime, return_dtype=pl.Datetime("us", "UTC")
-            )
-            if contract.updated_at
-            else pl.lit(None, dtype=pl.Datetime("us", "UTC"))
-        )
-    )
+    """The valid rows in SILVER_SCHEMA (plus a typed column per field), each with its content_hash."""
     title = (
         pl.col(f"raw::{contract.title}").str.strip_chars()
         if contract.title
@@ -246,14 +275,15 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
         pl.col(f"typed::{n}").cast(PL_TYPES[contract.field_spec(n).type]).alias(f"{FIELD_PREFIX}{n}")
         for n in contract.fields
     ]
-    out = good.with_columns(metadata.alias("metadata")).select(
-        (pl.lit(f"{contract.source}:") + pl.col(f"raw::{contract.id}").str.strip_chars()).alias("doc_id"),
+    source_id = pl.col(f"raw::{contract.id}").str.strip_chars()
+    out = good.with_columns(_metadata_json(contract, good).alias("metadata")).select(
+        (pl.lit(f"{contract.source}:") + source_id).alias("doc_id"),
         pl.lit(contract.source).alias("source"),
-        pl.col(f"raw::{contract.id}").str.strip_chars().alias("source_id"),
+        source_id.alias("source_id"),
         pl.lit(batch).alias("batch"),
         title.alias("title"),
         pl.when(pl.col("deleted")).then(pl.lit("")).otherwise(pl.col("text")).alias("text"),
-        updated.alias("updated_at"),
+        _updated_expr(contract).alias("updated_at"),
         pl.col("deleted"),
         pl.col("metadata"),
         pl.lit(None, dtype=pl.String).alias("near_duplicate_of"),
@@ -261,18 +291,50 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
         pl.col("_line"),
         *typed_fields,
     )
+    base = [c for c in SILVER_SCHEMA]
+    return (
+        out.with_columns(_content_hashes(out))
+        .select([*base, *(c.meta.output_name() for c in typed_fields)])
+        .cast(SILVER_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def _metadata_json(contract: Contract, good: pl.DataFrame) -> pl.Series:
+    """The contract's metadata fields of each row as sorted-key JSON (``{}`` when it has none)."""
+    meta_cols = list(contract.metadata)
+    if not meta_cols:
+        return pl.Series("metadata", ["{}"] * good.height, dtype=pl.String)
+    return pl.Series(
+        "metadata",
+        [
+            json.dumps(
+                dict(zip(meta_cols, row, strict=True)), sort_keys=True, default=str, ensure_ascii=False
+            )
+            for row in good.select(pl.col(f"typed::{m}") for m in meta_cols).iter_rows()
+        ],
+        dtype=pl.String,
+    )
+
+
+def _updated_expr(contract: Contract) -> pl.Expr:
+    """``updated_at`` as a UTC datetime: the typed field, else its text parsed leniently, else null."""
+    utc = pl.Datetime("us", "UTC")
+    if not contract.updated_at:
+        return pl.lit(None, dtype=utc)
+    if contract.field_spec(contract.updated_at).type == "datetime":
+        return pl.col(f"typed::{contract.updated_at}").cast(utc)
+    return pl.col(f"raw::{contract.updated_at}").map_elements(parse_datetime, return_dtype=utc)
+
+
+def _content_hashes(out: pl.DataFrame) -> pl.Series:
+    """sha256 of title, text, metadata and the deleted flag (a null as NUL)."""
     hashes = [
         sha256_text(*(v if v is not None else "\x00" for v in row))
         for row in out.select(
             pl.col("title"), pl.col("text"), pl.col("metadata"), pl.col("deleted").cast(pl.String)
         ).iter_rows()
     ]
-    base = [c for c in SILVER_SCHEMA]
-    return (
-        out.with_columns(pl.Series("content_hash", hashes, dtype=pl.String))
-        .select([*base, *(c.meta.output_name() for c in typed_fields)])
-        .cast(SILVER_SCHEMA)  # type: ignore[arg-type]
-    )
+    return pl.Series("content_hash", hashes, dtype=pl.String)
 
 
 DOC_VERSION_COLUMNS = ["doc_id", "content_hash", "updated_at", "deleted"]

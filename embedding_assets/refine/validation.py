@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandera.polars as pa
 import polars as pl
 
-from embedding_assets.contracts.model import Contract
+from embedding_assets.contracts.model import Contract, FieldSpec
 from embedding_assets.refine.quality import GARBAGE_SUSPECT, garbage_reasons_series
 
 RowRule = Callable[[pl.LazyFrame], pl.LazyFrame]
@@ -43,6 +43,7 @@ def _blank(col: pl.Expr) -> pl.Expr:
 
 
 def contract_rules(contract: Contract) -> list[Rule]:
+    """Every row rule of the contract: id, text and garbage first, then each field's rules."""
     live = ~pl.col("deleted")
     rules = [
         Rule(
@@ -60,39 +61,38 @@ def contract_rules(contract: Contract) -> list[Rule]:
         Rule("text", "garbage", "", ~live | pl.col("_garbage").list.len().eq(0)),
     ]
     for name in contract.referenced_fields:
-        spec = contract.field_spec(name)
-        raw, typed = pl.col(f"raw::{name}"), pl.col(f"typed::{name}")
-        kind = "bad_timestamp" if spec.type == "datetime" else "bad_type"
+        rules += _field_rules(name, contract.field_spec(name))
+    return rules
+
+
+def _field_rules(name: str, spec: FieldSpec) -> list[Rule]:
+    """The rules of one field: its type, and whichever of required, allowed and max_length it has."""
+    live = ~pl.col("deleted")
+    column, raw, typed = f"raw::{name}", pl.col(f"raw::{name}"), pl.col(f"typed::{name}")
+    kind = "bad_timestamp" if spec.type == "datetime" else "bad_type"
+    rules = [
+        Rule(column, kind, f"field '{name}' is not a valid {spec.type}", _blank(raw) | typed.is_not_null())
+    ]
+    if spec.required:
+        rules.append(Rule(column, "missing_required", f"field '{name}' is required", ~live | ~_blank(raw)))
+    if spec.allowed is not None:
         rules.append(
             Rule(
-                f"raw::{name}",
-                kind,
-                f"field '{name}' is not a valid {spec.type}",
-                _blank(raw) | typed.is_not_null(),
+                column,
+                "not_allowed",
+                f"field '{name}' must be one of {list(spec.allowed)}",
+                raw.is_null() | raw.is_in(list(spec.allowed)),
             )
         )
-        if spec.required:
-            rules.append(
-                Rule(f"raw::{name}", "missing_required", f"field '{name}' is required", ~live | ~_blank(raw))
+    if spec.max_length is not None:
+        rules.append(
+            Rule(
+                column,
+                "too_long",
+                f"field '{name}' is over {spec.max_length} characters",
+                raw.is_null() | (raw.str.len_chars() <= spec.max_length),
             )
-        if spec.allowed is not None:
-            rules.append(
-                Rule(
-                    f"raw::{name}",
-                    "not_allowed",
-                    f"field '{name}' must be one of {list(spec.allowed)}",
-                    raw.is_null() | raw.is_in(list(spec.allowed)),
-                )
-            )
-        if spec.max_length is not None:
-            rules.append(
-                Rule(
-                    f"raw::{name}",
-                    "too_long",
-                    f"field '{name}' is over {spec.max_length} characters",
-                    raw.is_null() | (raw.str.len_chars() <= spec.max_length),
-                )
-            )
+        )
     return rules
 
 
