@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export LANCEDB_LOG ?= error
 
-.PHONY: install run sync search test test-fast dev bench bench-smoke lint sample clean
+.PHONY: install run sync register search test test-fast dev bench bench-smoke lint sample clean
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -24,9 +24,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The instance's settings live in the package (a dagster.yaml at the repository root would be
+# read by nothing and warned about by `dagster dev`); DAGSTER_HOME gets a copy.
+$(DAGSTER_HOME)/dagster.yaml: embedding_assets/instance.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp embedding_assets/instance.yaml $@
 
 run: install $(DAGSTER_HOME)/dagster.yaml  ## install, sync the sample data, run one example search
 	$(VENV)/bin/embedding-assets sync
@@ -35,6 +37,9 @@ run: install $(DAGSTER_HOME)/dagster.yaml  ## install, sync the sample data, run
 sync: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/embedding-assets sync
 
+register: install $(DAGSTER_HOME)/dagster.yaml  ## add the landing zone's batches as partitions (idempotent)
+	$(VENV)/bin/embedding-assets register
+
 TEST_WORKERS ?= 2
 test: install  ## the whole suite, as CI runs it (TEST_WORKERS processes; 2 on CI's 2 cores)
 	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
@@ -42,8 +47,9 @@ test: install  ## the whole suite, as CI runs it (TEST_WORKERS processes; 2 on C
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow and not model"
 
-dev: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000
-	$(VENV)/bin/dagster dev -w workspace.yaml
+SENSOR_INTERVAL ?= 30
+dev: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI and daemon on http://127.0.0.1:3000
+	EA_SENSOR_INTERVAL_S=$(SENSOR_INTERVAL) $(VENV)/bin/dagster dev -w workspace.yaml
 
 bench: install  ## benchmarks as ratios against same-run baselines -> bench/results/<date>.{json,md} (long)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -25,28 +25,52 @@ def _quiet() -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from embedding_assets.defs.instance import local_instance
     from embedding_assets.defs.resources import PipelineResource
-    from embedding_assets.defs.sync import local_instance, sync
+    from embedding_assets.defs.sync import Options, sync
 
-    settings = Settings.from_env()
     started = time.perf_counter()
-    if args.dry_run:
-        from embedding_assets.defs.sync import forecast
+    with local_instance(Settings.from_env()) as instance:
+        if args.dry_run:
+            from embedding_assets.defs.forecast import forecast
 
-        with local_instance(settings) as instance:
             print(forecast(instance, PipelineResource()).render())
-        return 0
-    with local_instance(settings) as instance:
-        summary = sync(instance, PipelineResource(), retry_dead_letters=args.retry_dead_letters)
+            return 0
+        options = Options(force=args.force, retry_dead_letters=args.retry_dead_letters, jobs=args.jobs)
+        summary = sync(instance, PipelineResource(), options=options)
     print(summary.render())
     print(f"sync finished in {time.perf_counter() - started:.1f}s: {'ok' if summary.ok else 'FAILED'}")
     return 0 if summary.ok else 1
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    """Register the landing zone's batches as partitions (idempotent), and observe their files."""
+    from embedding_assets.defs.instance import local_instance
+    from embedding_assets.defs.keys import BATCHES
+    from embedding_assets.defs.resources import PipelineResource
+    from embedding_assets.defs.sources import landing_events
+    from embedding_assets.defs.sync import register
+    from embedding_assets.ingest.landing import scan_landing
+
+    settings = Settings.from_env()
+    scan = scan_landing(settings.landing_dir, PipelineResource().contracts())
+    with local_instance(settings) as instance:
+        new = register(instance, scan)
+        for event in (e for b in scan.batches for e in landing_events(b, b.content_hash())):
+            instance.report_runless_asset_event(event)
+        known = instance.get_dynamic_partitions(BATCHES)
+    if args.json:
+        print(json.dumps({"registered": new, "batches": sorted(known), "refused": list(scan.rejected)}))
+    else:
+        print("\n".join([f"registered: {', '.join(new) or 'nothing new'}", f"batches: {len(known)}"]))
+        print("\n".join(f"refused: {line}" for line in scan.rejected))
+    return 0
+
+
 def cmd_repair(args: argparse.Namespace) -> int:
+    from embedding_assets.defs.instance import local_instance
     from embedding_assets.defs.repair import repair_index
     from embedding_assets.defs.resources import PipelineResource
-    from embedding_assets.defs.sync import local_instance
 
     with local_instance(Settings.from_env()) as instance:
         report = repair_index(instance, PipelineResource())
@@ -139,49 +163,62 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    _quiet()
-    parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_sync = sub.add_parser(
-        "sync", help="register new landing batches and materialise what is new or changed"
-    )
-    p_sync.add_argument(
+def _sync_parser(sub: Any) -> None:
+    p = sub.add_parser("sync", help="register new landing batches and run every batch that changed")
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="list the batches, assets and chunks a sync would process, with an estimate; change nothing",
     )
-    p_sync.add_argument(
+    p.add_argument(
+        "--force", action="store_true", help="rebuild every partition of every batch (run tag ea/force)"
+    )
+    p.add_argument(
         "--retry-dead-letters",
         action="store_true",
         help="also re-run embeddings for batches with dead-lettered chunks (only those chunks are re-tried)",
     )
-    p_sync.set_defaults(func=cmd_sync)
-    p_repair = sub.add_parser(
-        "repair", help="make the index equal gold's live chunks (missing, extra, stale rows), then reconcile"
+    p.add_argument(
+        "--jobs", type=int, default=1, help="batches run at once, each in its own process (default 1)"
     )
-    p_repair.set_defaults(func=cmd_repair)
-    p_quality = sub.add_parser(
-        "quality", help="the per-batch quality report: rows, quarantine by rule, duplicates, outliers, drift"
+    p.set_defaults(func=cmd_sync)
+    p = sub.add_parser("register", help="register the landing zone's batches as partitions (for CI)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_register)
+    p = sub.add_parser("repair", help="make the index equal gold's live chunks (missing, extra, stale rows)")
+    p.set_defaults(func=cmd_repair)
+
+
+def _read_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "quality", help="the per-batch quality report: rows, quarantine by rule, outliers, drift"
     )
-    p_quality.add_argument("--batch", help="only this batch (default: every batch)")
-    p_quality.add_argument("--source", help="only this source")
-    p_quality.add_argument("--json", action="store_true", help="machine-readable output")
-    p_quality.set_defaults(func=cmd_quality)
-    p_search = sub.add_parser("search", help="search the index")
-    p_search.add_argument("query", nargs="?")
-    p_search.add_argument("-k", type=int, default=10)
-    p_search.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="hybrid")
-    p_search.add_argument("--source")
-    p_search.add_argument("--where", help="SQL filter on any column, e.g. \"priority = 'high'\"")
-    p_search.add_argument("--json", action="store_true")
-    p_search.add_argument("--queries-file")
-    p_search.add_argument(
+    p.add_argument("--batch", help="only this batch (default: every batch)")
+    p.add_argument("--source", help="only this source")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_quality)
+    p = sub.add_parser("search", help="search the index")
+    p.add_argument("query", nargs="?")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="hybrid")
+    p.add_argument("--source")
+    p.add_argument("--where", help="SQL filter on any column, e.g. \"priority = 'high'\"")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--queries-file")
+    p.add_argument(
         "--index-version",
         type=int,
         help="search the index as it was at this LanceDB version (a vector_index run's lancedb_version)",
     )
-    p_search.set_defaults(func=cmd_search)
+    p.set_defaults(func=cmd_search)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
+    parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _sync_parser(sub)
+    _read_parsers(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -57,6 +57,7 @@ def make_pipeline(root: Path, **overrides: object) -> PipelineResource:
         "lancedb_uri": str(root / "lancedb"),
         "embedder_kind": "hashing",
         "device": "cpu",
+        "landing_settle_s": 0.0,
     }
     fields.update(overrides)
     return PipelineResource(**fields)  # type: ignore[arg-type]
@@ -88,14 +89,23 @@ def lake_snapshot(root: Path) -> dict[str, pl.DataFrame]:
     return out
 
 
-def materialization_count(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> int:
+def materializations(
+    instance: dg.DagsterInstance, key: str, partition: str | None = None
+) -> list[dg.AssetMaterialization]:
+    """Every materialisation of ``key`` (or of one partition), oldest first."""
     result = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=dg.AssetKey.from_user_string(key), asset_partitions=[partition] if partition else None
         ),
         limit=10_000,
+        ascending=True,
     )
-    return len(result.records)
+    return [r.asset_materialization for r in result.records if r.asset_materialization is not None]
+
+
+def materialization_count(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> int:
+    """Materialisations that rebuilt the partition (memoised ones that kept it are not counted)."""
+    return sum(m.metadata["memo"].value == "rebuilt" for m in materializations(instance, key, partition))
 
 
 def index_snapshot(root: Path, model_id: str = "hashing-embedder-v1") -> pl.DataFrame:
@@ -127,3 +137,43 @@ def open_index(
 ) -> Index:
     table = ChunkTable(uri, model_id, dimension, meta.get("metadata"))
     return Index(table, IndexWriter(table, ann_min_rows=ann_min_rows), IndexReader(table))
+
+
+def materialise_batch(
+    pipeline: PipelineResource, instance: dg.DagsterInstance, batch: str, tags: dict[str, str] | None = None
+) -> dg.ExecuteInProcessResult:
+    """A run of one batch's whole graph, as the UI's "Materialize all" or a backfill launches it."""
+    from embedding_assets.defs.factory import build_defs, materialisable_keys
+
+    defs = build_defs(Path(pipeline.contracts_dir or ""), pipeline)
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        instance=instance,
+        partition_key=batch,
+        asset_selection=materialisable_keys(list(defs.assets or [])),
+        raise_on_error=False,
+        tags=tags or {},
+    )
+
+
+def memo_of(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """{asset: "rebuilt" or "kept"} for every materialisation of a run."""
+    return {
+        e.asset_key.to_user_string(): str(e.step_materialization_data.materialization.metadata["memo"].value)
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def table_versions(root: Path) -> dict[str, int]:
+    """The current version of every Delta table and LanceDB table under ``root``."""
+    import lancedb
+    from deltalake import DeltaTable
+
+    out = {
+        str(log.parent.relative_to(root)): DeltaTable(str(log.parent)).version()
+        for log in root.rglob("_delta_log")
+    }
+    if (root / "lancedb").is_dir():
+        db = lancedb.connect(str(root / "lancedb"))
+        out.update({f"lancedb/{name}": int(db.open_table(name).version) for name in db.list_tables().tables})
+    return out

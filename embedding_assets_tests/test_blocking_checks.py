@@ -19,16 +19,16 @@ pytestmark = pytest.mark.slow
 def test_failed_silver_schema_check_blocks_gold(
     pipeline: PipelineResource, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("embedding_assets.defs.assets.silver_failures", lambda frame: ["doc_id: not unique"])
+    monkeypatch.setattr("embedding_assets.defs.silver.silver_failures", lambda frame: ["doc_id: not unique"])
     summary = sync(instance, pipeline, echo=lambda _: None)
     assert not summary.ok
-    assert any("silver" in failure for failure in summary.failed)
-    assert materialization_count(instance, "gold/documents") == 0
+    assert all(any(w.startswith("silver_") for w in why) for why in summary.blocked.values())
+    assert materialization_count(instance, "gold_documents") == 0
     assert materialization_count(instance, "vector_index") == 0
     # The next plan reports the partitions as blocked instead of running downstream.
     monkeypatch.undo()
     again = sync(instance, pipeline, echo=lambda _: None)
-    assert again.blocked and materialization_count(instance, "gold/documents") == 0
+    assert again.blocked and materialization_count(instance, "gold_documents") == 0
 
 
 def test_invalid_vectors_never_reach_the_index(
@@ -48,7 +48,7 @@ def test_invalid_vectors_never_reach_the_index(
 def test_fixing_the_contract_lets_a_blocked_batch_flow(
     root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("embedding_assets.defs.assets.silver_failures", lambda frame: ["doc_id: not unique"])
+    monkeypatch.setattr("embedding_assets.defs.silver.silver_failures", lambda frame: ["doc_id: not unique"])
     assert not sync(instance, pipeline, echo=lambda _: None).ok
     monkeypatch.undo()
     helpdesk = root / "contracts" / "helpdesk.yaml"
@@ -56,9 +56,9 @@ def test_fixing_the_contract_lets_a_blocked_batch_flow(
     # Only the helpdesk contract changed: its silver re-runs in every batch; the others stay held.
     partial = sync(instance, pipeline, echo=lambda _: None)
     assert partial.blocked.keys() == {"2026-11-01", "2026-11-08"}
-    assert materialization_count(instance, "silver/helpdesk") == 4
-    assert materialization_count(instance, "silver/catalog") == 2
-    assert materialization_count(instance, "gold/documents") == 0
+    assert materialization_count(instance, "silver_helpdesk") == 4
+    assert materialization_count(instance, "silver_catalog") == 2
+    assert materialization_count(instance, "gold_documents") == 0
     for name in ("catalog", "guides"):
         path = root / "contracts" / f"{name}.yaml"
         path.write_text(path.read_text() + "# reviewed\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from embedding_assets_tests.conftest import REPO
+from embedding_assets_tests.conftest import REPO, materializations, open_index, table_versions
 
 pytestmark = pytest.mark.slow
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -38,39 +37,50 @@ def test_definitions_load_like_dagster_dev(root: Path, tmp_path: Path) -> None:
     assert "Validation successful" in out.stdout + out.stderr
 
 
-def test_dagster_asset_materialize_for_a_registered_batch(root: Path, tmp_path: Path) -> None:
+CI_RECIPE = (
+    "export DAGSTER_HOME=$(mktemp -d); embedding-assets register; "
+    "dagster asset materialize -m embedding_assets.definitions --select '*' --partition {batch}"
+)
+
+
+def _bash(script: str, root: Path, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = _env(root, home or root / "unused")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    if home is None:
+        env.pop("DAGSTER_HOME")
+    return subprocess.run(
+        ["bash", "-ec", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=280
+    )
+
+
+def test_the_readme_ci_recipe_works_on_an_empty_instance(root: Path) -> None:
+    out = _bash(CI_RECIPE.format(batch="2026-11-01"), root)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "registered: 2026-11-01, 2026-11-08" in out.stdout
+    assert "RUN_SUCCESS" in out.stderr
+    index = open_index(str(root / "lancedb")).table.read(["batch"])
+    assert set(index["batch"]) == {"2026-11-01"} and index.height > 0
+
+
+def test_materialising_an_unchanged_partition_from_the_cli_commits_nothing(
+    root: Path, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    materialize = "embedding-assets register; dagster asset materialize -m embedding_assets.definitions --select '*' --partition 2026-11-08"
+    first = _bash(materialize, root, home)
+    assert first.returncode == 0, first.stderr[-3000:]
+    versions = table_versions(root)
+    again = _bash(materialize, root, home)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert table_versions(root) == versions  # 0 Delta versions, 0 LanceDB versions
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("batches", ["2026-11-01"])
-    out = subprocess.run(
-        [
-            DAGSTER,
-            "asset",
-            "materialize",
-            "-m",
-            "embedding_assets.definitions",
-            "--select",
-            "*",
-            "--partition",
-            "2026-11-01",
-        ],
-        cwd=REPO,
-        env=_env(root, home),
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        for key in (
-            ["bronze", "helpdesk"],
-            ["silver", "guides"],
-            ["gold", "chunks"],
-            ["embeddings"],
-            ["vector_index"],
-        ):
-            record = instance.get_latest_materialization_event(dg.AssetKey(key))
-            assert record is not None, key
-    assert (root / "lancedb" / "chunks__hashing_embedder_v1.lance").is_dir()
+        latest = materializations(instance, "embeddings", "2026-11-08")[-1]
+        assert latest.metadata["memo"].value == "kept" and latest.metadata["chunks_embedded"].value == 0
+        assert {
+            m.metadata["memo"].value
+            for m in (
+                materializations(instance, k, "2026-11-08")[-1]
+                for k in ("bronze_helpdesk", "silver_guides", "gold_documents", "gold_chunks", "vector_index")
+            )
+        } == {"kept"}

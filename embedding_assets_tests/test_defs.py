@@ -6,7 +6,7 @@ import dagster as dg
 import yaml
 
 from embedding_assets.definitions import defs as lazy_defs
-from embedding_assets.defs.assets import EMBEDDING_DEVICE_POOL
+from embedding_assets.defs.embed import EMBEDDING_DEVICE_POOL
 from embedding_assets.defs.factory import build_defs
 from embedding_assets_tests.conftest import REPO, SAMPLE
 
@@ -17,21 +17,43 @@ def test_definitions_module_loads_sample_contracts(monkeypatch) -> None:  # type
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     for source in ("helpdesk", "catalog", "guides"):
-        assert {f"landing/{source}", f"bronze/{source}", f"silver/{source}", f"quarantine/{source}"} <= keys
-    assert {"gold/documents", "gold/chunks", "embeddings", "vector_index"} <= keys
+        assert {f"landing_{source}", f"bronze_{source}", f"silver_{source}", f"quarantine_{source}"} <= keys
+    assert {"gold_documents", "gold_chunks", "embeddings", "vector_index"} <= keys
 
 
-def test_every_asset_shares_the_batches_partitions() -> None:
+def test_every_asset_but_the_settings_shares_the_batches_partitions() -> None:
     defs = build_defs(SAMPLE / "contracts")
     graph = defs.resolve_asset_graph()
+    settings = {"chunker_settings", "embedding_model", "index_settings"}
     for key in graph.get_all_asset_keys():
-        assert graph.get(key).partitions_def == dg.DynamicPartitionsDefinition(name="batches"), key
+        unpartitioned = key.to_user_string() in settings or key.to_user_string().startswith("contract_")
+        expected = None if unpartitioned else dg.DynamicPartitionsDefinition(name="batches")
+        assert graph.get(key).partitions_def == expected, key
+
+
+def test_every_box_in_the_lineage_graph_reads_differently() -> None:
+    """The graph labels a node with the last part of its key."""
+    graph = build_defs(SAMPLE / "contracts").resolve_asset_graph()
+    labels = [key.path[-1] for key in graph.get_all_asset_keys()]
+    assert len(labels) == len(set(labels))
+
+
+def test_materialisable_assets_declare_code_versions_and_what_they_consume() -> None:
+    graph = build_defs(SAMPLE / "contracts").resolve_asset_graph()
+    chunks = graph.get(dg.AssetKey("gold_chunks"))
+    assert chunks.code_version and {"gold_documents", "chunker_settings"} == {
+        k.to_user_string() for k in chunks.parent_keys
+    }
+    embeddings = graph.get(dg.AssetKey("embeddings"))
+    assert {"gold_chunks", "embedding_model"} == {k.to_user_string() for k in embeddings.parent_keys}
+    silver = graph.get(dg.AssetKey("silver_helpdesk"))
+    assert {"bronze_helpdesk", "contract_helpdesk"} == {k.to_user_string() for k in silver.parent_keys}
 
 
 def test_embedding_steps_go_through_a_pool_of_one() -> None:
     defs = build_defs(SAMPLE / "contracts")
     assert defs.resolve_assets_def("embeddings").op.pool == EMBEDDING_DEVICE_POOL
-    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    config = yaml.safe_load((REPO / "embedding_assets" / "instance.yaml").read_text())
     assert config["concurrency"]["pools"]["default_limit"] == 1
 
 
@@ -52,7 +74,8 @@ def test_blocking_checks_and_sensor_are_declared() -> None:
         "vectors_valid",
         "embedding_failures",
     }
+    assert dg.AssetCheckKey(dg.AssetKey("vector_index"), "index_matches_gold") in graph.asset_check_keys
     sensor = defs.resolve_sensor_def("landing_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    silver = graph.get(dg.AssetKey(["silver", "helpdesk"]))
+    silver = graph.get(dg.AssetKey("silver_helpdesk"))
     assert "doc_id" in {c.name for c in silver.metadata["dagster/column_schema"].columns}

@@ -22,8 +22,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from embedding_assets.defs.factory import build_assets
-from embedding_assets.defs.orchestration import pipeline_nodes, plan_sync
+from embedding_assets.defs.forecast import forecast
 from embedding_assets_tests.conftest import SAMPLE, index_snapshot, lake_snapshot, make_pipeline
 
 pytestmark = pytest.mark.slow
@@ -69,6 +68,7 @@ def _env(data: Path, faults: str | None = None) -> dict[str, str]:
         "EA_EMBEDDER": "hashing",
         "EA_ANN_MIN_ROWS": "100",  # the ANN index is built during the sync, so it can be interrupted
         "DAGSTER_HOME": str(data / "dagster"),
+        "EA_LANDING_SETTLE_S": "0",
     }
     env.pop("EA_FAULTS", None)
     if faults:
@@ -123,10 +123,10 @@ def test_kill_at_a_named_point_then_sync_converges(tmp_path: Path, point: str, c
 
 
 def _pending_runs(data: Path) -> dict[str, list[str]]:
+    """The runs a sync would launch now, and which assets they would rebuild."""
     pipeline = make_pipeline(data, ann_min_rows=100)
-    nodes = pipeline_nodes(build_assets(data / "contracts"))
     with dg.DagsterInstance.from_config(str(data / "dagster")) as instance:
-        return plan_sync(instance, nodes, pipeline).runs
+        return {b.batch: b.rebuilt for b in forecast(instance, pipeline).batches}
 
 
 @pytest.mark.parametrize("seed", range(RANDOM_KILLS))

@@ -13,21 +13,28 @@ import pytest
 
 from embedding_assets.core import faults
 from embedding_assets.defs.factory import build_defs
+from embedding_assets.defs.forecast import forecast
 from embedding_assets.defs.resources import PipelineResource
-from embedding_assets.defs.sync import forecast, sync
+from embedding_assets.defs.sync import Options, sync
 from embedding_assets.embed.embedder import HashingEmbedder
-from embedding_assets_tests.conftest import index_snapshot, make_pipeline, materialization_count, open_index
+from embedding_assets_tests.conftest import (
+    index_snapshot,
+    make_pipeline,
+    materialise_batch,
+    materialization_count,
+    open_index,
+)
 
 pytestmark = pytest.mark.slow
 B1, B2 = "2026-11-01", "2026-11-08"
 ALL_ASSETS = [
     *(
-        f"{layer}/{s}"
+        f"{layer}_{s}"
         for layer in ("bronze", "silver", "quarantine")
         for s in ("catalog", "guides", "helpdesk")
     ),
-    "gold/documents",
-    "gold/chunks",
+    "gold_documents",
+    "gold_chunks",
     "embeddings",
     "vector_index",
 ]
@@ -76,7 +83,7 @@ def test_one_edited_document_reembeds_exactly_its_changed_chunks(
     text = guide.read_text()
     guide.write_text(text.rstrip() + "\n\nAfter a firmware update, re-pair the remote before you test it.\n")
     summary = sync(instance, pipeline, echo=_quiet)
-    assert summary.ok
+    assert summary.ok and summary.runs == 1
     new_chunks = _gold_chunks(root, B2)
     changed = new_chunks.join(old_chunks, on=["chunk_id", "chunk_hash"], how="anti").height
     assert changed >= 1
@@ -84,11 +91,11 @@ def test_one_edited_document_reembeds_exactly_its_changed_chunks(
     assert _counts(instance, B1) == before_b1  # zero new materialisations in the other batch
     after_b2 = _counts(instance, B2)
     assert {k for k in ALL_ASSETS if after_b2[k] != before_b2[k]} == {
-        "bronze/guides",
-        "silver/guides",
-        "quarantine/guides",
-        "gold/documents",
-        "gold/chunks",
+        "bronze_guides",
+        "silver_guides",
+        "quarantine_guides",
+        "gold_documents",
+        "gold_chunks",
         "embeddings",
         "vector_index",
     }
@@ -126,7 +133,7 @@ def test_snapshot_source_deletes_what_a_batch_no_longer_lists(
     folder.mkdir()
     (folder / "stock.jsonl").write_text(json.dumps(rows["S0"]) + "\n")
     held = sync(instance, pipeline, echo=_quiet)
-    assert not held.ok and "vector_index" in held.blocked["2026-11-15"]
+    assert not held.ok and held.blocked["2026-11-15"][0].startswith("gold_documents: snapshot_deletions")
     assert {"stock:S1", "stock:S2"} <= set(store.table.read(["doc_id"])["doc_id"])
 
 
@@ -149,9 +156,8 @@ def test_out_of_order_backfill_never_overwrites_newer_content(
     assert t1007.select("chunk_id", "batch", "text").equals(newer.select("chunk_id", "batch", "text"))
     assert "helpdesk:T-1013" not in set(index["doc_id"])  # deleted in the newer batch, stays deleted
     assert late.reconciliation.startswith("ok")
-    # Re-materialising the older partition again changes nothing in the index.
-    job = build_defs(root / "contracts", pipeline).resolve_implicit_global_asset_job_def()
-    assert job.execute_in_process(instance=instance, partition_key=B1).success
+    # Re-materialising the older partition again changes nothing in the index, even forced.
+    assert materialise_batch(pipeline, instance, B1, tags={"ea/force": "true"}).success
     assert index_snapshot(root).equals(index)
 
 
@@ -164,7 +170,8 @@ def test_a_new_model_gets_its_own_table_and_switching_back_embeds_nothing(
     switched = sync(instance, other, echo=_quiet)
     assert switched.ok
     assert switched.totals["chunks_embedded"] == 337 and switched.totals["chunks_reused"] == 1
-    assert materialization_count(instance, "gold/chunks") == 2  # nothing upstream of the model re-ran
+    # The same tokenizer and maximum length split alike: nothing upstream of the vectors is rebuilt.
+    assert materialization_count(instance, "gold_chunks") == 2
     db = lancedb.connect(str(root / "lancedb"))
     assert sorted(db.list_tables().tables) == ["chunks__hashing_embedder_v1", "chunks__hashing_other_model"]
     second = index_snapshot(root, "hashing-other-model")
@@ -172,8 +179,8 @@ def test_a_new_model_gets_its_own_table_and_switching_back_embeds_nothing(
     assert not second["vector"].equals(first["vector"])  # never mixed: each table has its model's vectors
     assert index_snapshot(root).equals(first)
     back = sync(instance, pipeline, echo=_quiet)
-    # embeddings in each batch, then vector_index in each once the embeddings version is known
-    assert back.ok and back.runs == 4 and back.totals["chunks_embedded"] == 0
+    # one run per batch: embeddings (all from the cache) and the index are rebuilt
+    assert back.ok and back.runs == 2 and back.totals["chunks_embedded"] == 0
     assert index_snapshot(root).equals(first)
 
 
@@ -184,14 +191,14 @@ def test_a_failed_run_in_an_older_partition_is_picked_up_again(
     newest partition (eager): the state comparison finds the stale older batch."""
     monkeypatch.setenv(faults.ENV, "gold.after_write=raise")  # fails every attempt, retries included
     failed = sync(instance, pipeline, echo=_quiet)
-    assert not failed.ok and any("gold__documents" in f for f in failed.failed)
-    assert materialization_count(instance, "gold/documents") == 0
-    assert materialization_count(instance, "silver/helpdesk") == 2  # both batches got as far as silver
+    assert not failed.ok and any("gold_documents" in f for f in failed.failed)
+    assert materialization_count(instance, "gold_documents") == 0
+    assert materialization_count(instance, "silver_helpdesk") == 2  # both batches got as far as silver
     monkeypatch.delenv(faults.ENV)
     healed = sync(instance, pipeline, echo=_quiet)
     assert healed.ok and healed.reconciliation.startswith("ok")
-    assert materialization_count(instance, "gold/documents", B1) == 1
-    assert materialization_count(instance, "silver/helpdesk", B1) == 1  # silver was not redone
+    assert materialization_count(instance, "gold_documents", B1) == 1
+    assert materialization_count(instance, "silver_helpdesk", B1) == 1  # silver was not redone
     assert materialization_count(instance, "vector_index", B2) == 1
 
 
@@ -231,7 +238,7 @@ def test_a_poison_chunk_is_dead_lettered_and_the_batch_carries_on(
     # Once the cause is fixed, re-driving the dead letters embeds that one chunk and nothing else.
     monkeypatch.delenv(faults.ENV)
     faults.reset()
-    redriven = sync(instance, pipeline, echo=_quiet, retry_dead_letters=True)
+    redriven = sync(instance, pipeline, echo=_quiet, options=Options(retry_dead_letters=True))
     assert redriven.ok and redriven.totals["chunks_embedded"] == 1
     assert pl.read_delta(str(root / "lake" / "deadletter" / "embeddings")).height == 0
     assert index_snapshot(root).height == 331
@@ -314,21 +321,23 @@ def test_dry_run_forecast_matches_what_sync_then_does(
     root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance
 ) -> None:
     fresh = forecast(instance, pipeline)
-    assert sorted(fresh.runs) == [B1, B2] and fresh.chunks_to_embed == 337 and fresh.chunks_reused == 1
-    assert materialization_count(instance, "bronze/helpdesk") == 0 and not (root / "lake").exists()
+    assert [b.batch for b in fresh.batches] == [B1, B2]
+    assert fresh.chunks_to_embed == 337 and fresh.chunks_reused == 1
+    assert materialization_count(instance, "bronze_helpdesk") == 0 and not (root / "lake").exists()
     assert instance.get_dynamic_partitions("batches") == []  # nothing registered either
     assert sync(instance, pipeline, echo=_quiet).ok
-    assert forecast(instance, pipeline).runs == {}
+    assert forecast(instance, pipeline).batches == []
     # Same rows in other bytes: the forecast knows it stops at silver, as the sync then does.
     path = root / "landing" / "helpdesk" / B1 / "tickets.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     path.write_text("".join(json.dumps(dict(reversed(list(r.items())))) + "\n" for r in rows))
     csv = root / "landing" / "catalog" / B2 / "products.csv"
     csv.write_text(csv.read_text().replace("Known issue", "Known problem", 1))
-    plan = forecast(instance, pipeline)
-    assert plan.runs[B1] == ["bronze/helpdesk", "silver/helpdesk", "quarantine/helpdesk"]
-    assert "embeddings" in plan.runs[B2] and plan.chunks_to_embed == 1
-    assert "estimated embedding time" in plan.render()
+    plan = {b.batch: b for b in forecast(instance, pipeline).batches}
+    assert plan[B1].rebuilt == ["bronze_helpdesk", "quarantine_helpdesk", "silver_helpdesk"]
+    assert "embeddings" in plan[B2].rebuilt and sum(b.chunks_to_embed for b in plan.values()) == 1
+    assert "estimated embedding time" in forecast(instance, pipeline).render()
     done = sync(instance, pipeline, echo=_quiet)
-    assert done.totals["chunks_embedded"] == plan.chunks_to_embed
+    assert done.totals["chunks_embedded"] == 1
+    assert {k for k, n in done.rebuilt.items() if n} == {*plan[B1].rebuilt, *plan[B2].rebuilt}
     assert _embedded(instance)[-1] == 1

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from embedding_assets.config import Settings
-from embedding_assets.defs.sync import local_instance
+from embedding_assets.defs.instance import local_instance
 
 
 def _killed_first_setup(home: Path) -> None:

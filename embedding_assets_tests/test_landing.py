@@ -1,3 +1,5 @@
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,40 @@ def test_read_hash_matches_scan_hash(root: Path) -> None:
         assert landed.content_hash == digest
     missing = read_raw_batch(contracts["helpdesk"], root / "landing" / "helpdesk" / "no-such-batch")
     assert missing.records.height == 0 and missing.files == 0
+
+
+def test_a_file_still_being_written_is_not_hashed_until_it_settles(root: Path) -> None:
+    from embedding_assets.defs.triggers import look
+
+    contracts = load_contracts(root / "contracts")
+    growing = root / "landing" / "helpdesk" / "2026-11-20" / "tickets.jsonl"
+    growing.parent.mkdir()
+    growing.write_text('{"ticket_id": "T-1", "subject": "half')
+    scan = scan_landing(root / "landing", contracts)
+    first = look(scan, {}, {}, settle_s=5, now_s=time.time())
+    assert "helpdesk/2026-11-20" not in first.hashed
+    assert [b.key for b in first.unsettled] == ["helpdesk/2026-11-20"]
+    assert "helpdesk/2026-11-01" in first.hashed  # older files are settled at once
+    pending = {b.key: b.stat_digest for b in first.unsettled}
+    with growing.open("a") as handle:  # the writer goes on: size and mtime move
+        handle.write(' written"}\n')
+    scan = scan_landing(root / "landing", contracts)
+    second = look(scan, {}, pending, settle_s=5, now_s=time.time())
+    assert "helpdesk/2026-11-20" not in second.hashed
+    pending = {b.key: b.stat_digest for b in second.unsettled}
+    third = look(scan_landing(root / "landing", contracts), {}, pending, settle_s=5, now_s=time.time())
+    assert "helpdesk/2026-11-20" in third.hashed  # same stats on two looks: the writer is done
+
+
+def test_a_look_hashes_only_batches_whose_stats_moved(root: Path) -> None:
+    from embedding_assets.defs.triggers import look
+
+    contracts = load_contracts(root / "contracts")
+    scan = scan_landing(root / "landing", contracts)
+    seen = {b.key: b.stat_digest for b in scan.batches}
+    assert look(scan, seen, {}, settle_s=0, now_s=time.time()).hashed == {}
+    touched = root / "landing" / "catalog" / "2026-11-01" / "products.csv"
+    touched.write_bytes(touched.read_bytes())
+    os.utime(touched, ns=(time.time_ns() - 10**10, time.time_ns() - 10**10))
+    moved = look(scan_landing(root / "landing", contracts), seen, {}, settle_s=5, now_s=time.time())
+    assert list(moved.hashed) == ["catalog/2026-11-01"]

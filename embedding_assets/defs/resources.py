@@ -1,27 +1,37 @@
-"""Resources: thin, configurable handles on the lake, the embedder and the index.
+"""The one resource: where the landing zone, the lake and the index live, and which model embeds.
 
-Unset fields fall back to :class:`Settings` (environment, then defaults under ``data/``),
-resolved at run time, never while the definitions load.
+Unset fields fall back to :class:`Settings` (environment, then defaults under ``data/``), resolved
+at run time, never while the definitions load.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from typing import Any
 
 import dagster as dg
 
 from embedding_assets.config import Settings
 from embedding_assets.contracts.load import contract_version, load_contracts
 from embedding_assets.contracts.model import Contract, metadata_fields
+from embedding_assets.core.hashing import sha256_text
 from embedding_assets.core.lake import Lake
-from embedding_assets.embed.embedder import Embedder, build_embedder, resolve_model
+from embedding_assets.embed.embedder import Embedder, build_embedder
+from embedding_assets.embed.models import ModelInfo
 from embedding_assets.gold.chunking import Chunker, ChunkerSettings
-from embedding_assets.index.table import ChunkTable
+from embedding_assets.index.table import ANN_DEFAULTS, ChunkTable
 from embedding_assets.index.writer import IndexWriter
+
+# Settings that act as inputs of the assets, by the key of the source asset that observes them.
+CHUNKER_SETTINGS, EMBEDDING_MODEL, INDEX_SETTINGS = "chunker_settings", "embedding_model", "index_settings"
+
+
+def contract_key(source: str) -> str:
+    return f"contract_{source}"
 
 
 class PipelineResource(dg.ConfigurableResource):
-    """Where the landing zone, the lake and the index live, and which model embeds."""
+    """Overrides of :class:`Settings` (None: the environment's value, else the default)."""
 
     landing_dir: str | None = None
     contracts_dir: str | None = None
@@ -36,29 +46,16 @@ class PipelineResource(dg.ConfigurableResource):
     ann_min_rows: int | None = None
     retry_attempts: int | None = None
     max_embed_failure_rate: float | None = None
+    landing_settle_s: float | None = None
+    max_run_attempts: int | None = None
 
     def settings(self) -> Settings:
-        env = Settings.from_env()
-        return Settings(
-            data_dir=env.data_dir,
-            landing_dir=Path(self.landing_dir) if self.landing_dir else env.landing_dir,
-            contracts_dir=Path(self.contracts_dir) if self.contracts_dir else env.contracts_dir,
-            lake_uri=self.lake_uri or env.lake_uri,
-            lancedb_uri=self.lancedb_uri or env.lancedb_uri,
-            model=self.model or env.model,
-            embedder=self.embedder_kind or env.embedder,
-            device=self.device or env.device,
-            batch_size=self.batch_size if self.batch_size is not None else env.batch_size,
-            chunk_tokens=self.chunk_tokens or env.chunk_tokens,
-            chunk_overlap=self.chunk_overlap if self.chunk_overlap is not None else env.chunk_overlap,
-            ann_min_rows=self.ann_min_rows if self.ann_min_rows is not None else env.ann_min_rows,
-            retry_attempts=self.retry_attempts if self.retry_attempts is not None else env.retry_attempts,
-            max_embed_failure_rate=(
-                self.max_embed_failure_rate
-                if self.max_embed_failure_rate is not None
-                else env.max_embed_failure_rate
-            ),
-        )
+        # Only this class's fields: a subclass may add its own (a costed embedder in the bench).
+        fields = PipelineResource.model_fields
+        given: dict[str, Any] = {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
+        if "embedder_kind" in given:
+            given["embedder"] = given.pop("embedder_kind")
+        return Settings.from_env().with_overrides(**given)
 
     def lake(self) -> Lake:
         return Lake(self.settings().lake_uri)
@@ -66,50 +63,46 @@ class PipelineResource(dg.ConfigurableResource):
     def contracts(self) -> dict[str, Contract]:
         return load_contracts(self.settings().contracts_dir)
 
-    def landing_dir_path(self) -> Path:
-        return self.settings().landing_dir
-
     def embedder(self) -> Embedder:
         s = self.settings()
         return build_embedder(s.embedder, s.model, s.device, s.batch_size)
 
-    def model_id(self) -> str:
-        """The model id without loading the model."""
+    def model_info(self) -> ModelInfo:
+        """The model's identity, tokenizer and limits, read from its files (no weights loaded)."""
         s = self.settings()
-        if s.embedder == "sentence-transformers":
-            return resolve_model(s.model)[1]
-        return build_embedder(s.embedder, s.model, "cpu", 1).model_id
+        return build_embedder(s.embedder, s.model, "cpu", 1).info
 
-    def chunker_settings(self, embedder: Embedder | None = None) -> ChunkerSettings:
+    def chunker_settings(self, info: ModelInfo | None = None) -> ChunkerSettings:
         s = self.settings()
+        info = info or self.model_info()
         return ChunkerSettings(
-            max_tokens=s.chunk_tokens,
-            overlap=s.chunk_overlap,
-            model_max_tokens=embedder.max_seq_length if embedder else s.chunk_tokens + 2,
+            max_tokens=s.chunk_tokens, overlap=s.chunk_overlap, model_max_tokens=info.max_seq_length
         )
 
-    def chunker(self, embedder: Embedder) -> Chunker:
-        return Chunker(embedder.tokenizer(), self.chunker_settings(embedder), tokenizer_id=embedder.model_id)
-
-    def index_table(self, embedder: Embedder) -> ChunkTable:
-        s = self.settings()
-        return ChunkTable(
-            s.lancedb_uri,
-            embedder.model_id,
-            embedder.dimension,
-            metadata_fields(load_contracts(s.contracts_dir)),
+    def chunker(self) -> Chunker:
+        """Splits with the model's own tokenizer, loaded from its files without the weights."""
+        info = self.model_info()
+        embedder = build_embedder(self.settings().embedder, self.settings().model, "cpu", 1)
+        return Chunker(
+            embedder.tokenizer(), self.chunker_settings(info), tokenizer_id=info.chunking_version()
         )
 
-    def index_writer(self, embedder: Embedder) -> IndexWriter:
-        return IndexWriter(self.index_table(embedder), self.settings().ann_min_rows)
+    def index_table(self, contracts: dict[str, Contract] | None = None) -> ChunkTable:
+        s, info = self.settings(), self.model_info()
+        fields = metadata_fields(contracts if contracts is not None else self.contracts())
+        return ChunkTable(s.lancedb_uri, info.model_id, info.dimension or self.embedder().dimension, fields)
 
-    def chunker_version(self) -> str:
-        s = self.settings()
-        return f"tokens={s.chunk_tokens},overlap={s.chunk_overlap}"
+    def index_writer(self, contracts: dict[str, Contract] | None = None) -> IndexWriter:
+        return IndexWriter(self.index_table(contracts), self.settings().ann_min_rows)
 
-    def config_versions(self, contracts: dict[str, Contract]) -> dict[str, str]:
-        """Settings that act as inputs: changing them makes the assets that read them stale."""
-        versions = {"config/chunker": self.chunker_version(), "config/model": self.model_id()}
-        for source, contract in contracts.items():
-            versions[f"contract/{source}"] = contract_version(contract)
-        return versions
+    def setting_versions(self, contracts: dict[str, Contract] | None = None) -> dict[str, str]:
+        """The version of every setting an asset consumes, by the source asset observing it."""
+        s, info = self.settings(), self.model_info()
+        contracts = contracts if contracts is not None else self.contracts()
+        fields = json.dumps({k: [f.type, str(f.default)] for k, f in metadata_fields(contracts).items()})
+        return {
+            **{contract_key(source): contract_version(c) for source, c in contracts.items()},
+            CHUNKER_SETTINGS: f"{self.chunker_settings(info).describe()}|{info.chunking_version()}",
+            EMBEDDING_MODEL: info.embedding_version(),
+            INDEX_SETTINGS: sha256_text(ANN_DEFAULTS.describe(), str(s.ann_min_rows), fields),
+        }

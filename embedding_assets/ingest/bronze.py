@@ -10,7 +10,7 @@ from datetime import datetime
 
 import polars as pl
 
-from embedding_assets.core.hashing import frame_hash, sha256_bytes
+from embedding_assets.core.hashing import sha256_bytes, sha256_text
 
 BRONZE_SCHEMA = pl.Schema(
     {
@@ -81,9 +81,19 @@ def new_delivery(
     ).cast(BRONZE_SCHEMA)
 
 
-def bronze_version(rows: pl.DataFrame) -> str:
-    """Content hash of the latest delivery: which raw records, at which file and line."""
-    return frame_hash(rows, ["_file", "_line", "_raw_hash"], sort_by=["_file", "_line"])
+BRONZE_FORMAT = "bronze-1"  # how landing bytes become bronze rows; a new one re-versions bronze
+
+
+def bronze_version(delivery: str) -> str:
+    """The data version of a batch's bronze partition: its latest delivery, an exact copy of the
+    landing files whose sha256 is ``delivery``. So the landing hash alone tells whether bronze
+    already holds a delivery, without reading the lake."""
+    return sha256_text(BRONZE_FORMAT, delivery)
+
+
+def latest_delivery_hash(bronze: pl.DataFrame) -> str | None:
+    latest = latest_delivery(bronze)
+    return str(latest["_delivery"][0]) if latest.height else None
 
 
 def as_raw_records(rows: pl.DataFrame) -> pl.DataFrame:

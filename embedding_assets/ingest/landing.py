@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,30 @@ def name_problem(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class LandingBatch:
+    """One source's files in one batch folder, as ``stat`` saw them: nothing is read yet."""
+
     source: str
     batch: str
+    folder: Path
     files: tuple[Path, ...]
-    content_hash: str
+    stats: tuple[tuple[str, int, int], ...]  # (relative path, size, mtime in ns) per file
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.batch}"
+
+    @property
+    def stat_digest(self) -> str:
+        """Changes when a file is added, removed, resized or touched: the cue to hash again."""
+        return hashlib.sha256(repr(self.stats).encode()).hexdigest()[:32]
+
+    @property
+    def newest_mtime_s(self) -> float:
+        return max((mtime for _, _, mtime in self.stats), default=0) / 1e9
+
+    def content_hash(self) -> str:
+        """The delivery's identity: sha256 over (relative path, sha256 of bytes) of every file."""
+        return files_hash(self.files, self.folder)
 
 
 @dataclass(frozen=True)
@@ -57,7 +78,8 @@ class LandingScan:
         return sorted({b.batch for b in self.batches})
 
     def hashes(self) -> dict[tuple[str, str], str]:
-        return {(b.source, b.batch): b.content_hash for b in self.batches}
+        """Every (source, batch)'s content hash: reads every file."""
+        return {(b.source, b.batch): b.content_hash() for b in self.batches}
 
 
 def batch_files(batch_dir: Path, fmt: str) -> tuple[Path, ...]:
@@ -79,28 +101,48 @@ def files_hash(files: tuple[Path, ...], root: Path) -> str:
     return digest.hexdigest()
 
 
-def scan_landing(landing_dir: Path, contracts: dict[str, Contract]) -> LandingScan:
+def _batch(contract: Contract, folder: Path) -> LandingBatch:
+    files = batch_files(folder, contract.format)
+    stats = []
+    for path in files:
+        st = path.stat()
+        stats.append((path.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
+    return LandingBatch(contract.source, folder.name, folder, files, tuple(stats))
+
+
+def _folders(parent: Path, what: str, rejected: list[str]) -> list[Path]:
+    """Sub-folders with safe names, sorted; unsafe ones are refused with a line naming them."""
+    found = []
+    for path in sorted(p for p in parent.iterdir() if p.is_dir()):
+        problem = name_problem(path.name)
+        if problem:
+            rejected.append(
+                f"refused {what} folder {path.relative_to(parent.parent).as_posix()!r}: {problem}"
+            )
+        else:
+            found.append(path)
+    return found
+
+
+def scan_landing(landing_dir: Path, contracts: Mapping[str, Contract]) -> LandingScan:
+    """Every (source, batch) folder of the landing zone with its files' sizes and times."""
     batches: list[LandingBatch] = []
     rejected: list[str] = []
     if not landing_dir.is_dir():
         return LandingScan((), ())
-    for source_dir in sorted(p for p in landing_dir.iterdir() if p.is_dir()):
-        problem = name_problem(source_dir.name)
-        if problem:
-            rejected.append(f"refused source folder {source_dir.name!r}: {problem}")
-            continue
+    for source_dir in _folders(landing_dir, "source", rejected):
         contract = contracts.get(source_dir.name)
         if contract is None:
             rejected.append(f"ignored source folder {source_dir.name!r}: no contract in the contracts folder")
             continue
-        for batch_dir in sorted(p for p in source_dir.iterdir() if p.is_dir()):
-            problem = name_problem(batch_dir.name)
-            if problem:
-                rejected.append(f"refused batch folder {source_dir.name}/{batch_dir.name!r}: {problem}")
-                continue
-            files = batch_files(batch_dir, contract.format)
-            batches.append(LandingBatch(contract.source, batch_dir.name, files, files_hash(files, batch_dir)))
+        batches += [_batch(contract, folder) for folder in _folders(source_dir, "batch", rejected)]
     return LandingScan(tuple(batches), tuple(rejected))
+
+
+def settled(batch: LandingBatch, seen_before: str | None, now_s: float, settle_s: float) -> bool:
+    """Whether a batch's files have stopped changing, so that reading them gives the whole delivery:
+    either the last look saw the same sizes and times, or nothing was written for ``settle_s``."""
+    return batch.stat_digest == seen_before or now_s - batch.newest_mtime_s >= settle_s
 
 
 @dataclass(frozen=True)

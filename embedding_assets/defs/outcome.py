@@ -1,0 +1,183 @@
+"""What a batch's run did, and a sync's summary of its runs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from embedding_assets.defs.memo import MEMO, MEMO_REASON
+
+SUMMED = (
+    "rows_appended",
+    "rows_read",
+    "rows_quarantined",
+    "duplicates_dropped",
+    "chunks_total",
+    "chunks_embedded",
+    "chunks_reused",
+    "chunks_upserted",
+    "chunks_deleted",
+    "docs_deleted",
+)
+
+
+@dataclass(frozen=True)
+class Materialised:
+    asset: str
+    rebuilt: bool
+    reason: str
+    figures: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Checked:
+    asset: str
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+    figures: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A run's result in plain values, so a worker process can hand it back."""
+
+    batch: str
+    run_id: str
+    success: bool
+    materialised: list[Materialised]
+    checked: list[Checked]
+    failures: list[str]
+
+
+def _plain(metadata: Any) -> dict[str, Any]:
+    values = {k: v.value for k, v in metadata.items()}
+    return {k: v for k, v in values.items() if isinstance(v, int | float | str | bool)}
+
+
+def outcome_of(result: dg.ExecuteInProcessResult, batch: str, defs: dg.Definitions) -> RunOutcome:
+    graph = defs.resolve_asset_graph()
+    materialised = []
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        meta = _plain(mat.metadata)
+        materialised.append(
+            Materialised(
+                mat.asset_key.to_user_string(), meta.get(MEMO) != "kept", str(meta.get(MEMO_REASON, "")), meta
+            )
+        )
+    checked = [
+        Checked(
+            c.asset_key.to_user_string(),
+            c.check_name,
+            c.passed,
+            bool(graph.get_check_spec(c.asset_check_key).blocking),
+            c.description or "",
+            _plain(c.metadata),  # type: ignore[attr-defined]
+        )  # fmt: skip
+        for c in result.get_asset_check_evaluations()
+    ]
+    failures = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            if error.cls_name != "DagsterAssetCheckFailedError":
+                failures.append(f"{event.step_key}: {error.message.strip().splitlines()[0]}")
+    if not result.success and not failures and not any(c.blocking and not c.passed for c in checked):
+        failures.append("the run failed")
+    return RunOutcome(batch, result.run_id, result.success, materialised, checked, failures)
+
+
+@dataclass
+class SyncSummary:
+    runs: int = 0
+    failed: list[str] = field(default_factory=list)
+    blocked: dict[str, list[str]] = field(default_factory=dict)  # batch -> "asset: check: why"
+    rejected: list[str] = field(default_factory=list)
+    new_batches: list[str] = field(default_factory=list)
+    unsettled: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    reaped: list[str] = field(default_factory=list)
+    rebuilt: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    kept: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    rows: dict[str, int] = field(
+        default_factory=lambda: defaultdict(int)
+    )  # dagster/row_count per rebuilt layer
+    totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reconciliation: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.blocked
+
+    def add(self, outcome: RunOutcome, echo: Callable[[str], None]) -> None:
+        self.runs += 1
+        for m in outcome.materialised:
+            (self.rebuilt if m.rebuilt else self.kept)[m.asset] += 1
+            echo(f"  {'✓' if m.rebuilt else '='} {m.asset} [{outcome.batch}] " + _shown(m))
+            if m.rebuilt:
+                self.rows[_layer(m.asset)] += int(m.figures.get("dagster/row_count", 0))
+                for name in SUMMED:
+                    self.totals[name] += (
+                        int(m.figures.get(name, 0)) if isinstance(m.figures.get(name), int) else 0
+                    )
+        kept = {m.asset for m in outcome.materialised if not m.rebuilt}
+        for c in outcome.checked:
+            if not c.passed and c.asset not in kept:  # a kept partition's outcomes were reported before
+                echo(f"  ✗ check {c.asset}:{c.name}: {c.description}")
+            if c.blocking and not c.passed:
+                self.blocked.setdefault(outcome.batch, []).append(f"{c.asset}: {c.name}: {c.description}")
+            if c.name == "index_matches_gold":
+                self.reconciliation = c.description
+        self.failed += [f"[{outcome.batch}] {f}" for f in outcome.failures]
+        for failure in outcome.failures:
+            echo(f"  ✗ {failure}")
+
+    def render(self) -> str:
+        t = self.totals
+        lines = [f"runs launched: {self.runs}"]
+        lines += [f"new batches: {', '.join(self.new_batches)}"] if self.new_batches else []
+        lines += [
+            f"  {layer:<12} {n:>7} rows in partitions rebuilt" for layer, n in sorted(self.rows.items())
+        ]
+        lines.append(
+            f"assets: {sum(self.rebuilt.values())} partitions rebuilt, {sum(self.kept.values())} kept (unchanged)"
+        )
+        lines.append(
+            f"chunks: {t['chunks_total']} total, {t['chunks_embedded']} embedded, {t['chunks_reused']} reused; "
+            f"index: {t['chunks_upserted']} upserted, {t['chunks_deleted']} deleted"
+        )
+        lines.append(
+            f"rows: {t['rows_read']} read into silver, {t['rows_quarantined']} quarantined, "
+            f"{t['duplicates_dropped']} duplicates dropped"
+        )
+        lines += [f"reconciliation: {self.reconciliation}"] if self.reconciliation else []
+        lines += [
+            f"recovered: run {r} had lost its process; marked failed, its batch ran again"
+            for r in self.reaped
+        ]
+        lines += [f"skipped: batch {b} is being materialised by another run" for b in self.busy]
+        lines += [f"skipped: {k} is still being written; the next sync takes it" for k in self.unsettled]
+        lines += [f"refused: {r}" for r in self.rejected]
+        lines += [f"FAILED: {f}" for f in self.failed]
+        for batch, why in sorted(self.blocked.items()):
+            lines += [f"BLOCKED: batch {batch}", *(f"  {w}" for w in why)]
+        return "\n".join(lines)
+
+
+def _layer(asset: str) -> str:
+    """``bronze`` for ``bronze_helpdesk``; shared assets are layers of their own."""
+    layer = asset.split("_", 1)[0]
+    return layer if layer in ("landing", "bronze", "silver", "quarantine") else asset
+
+
+def _shown(m: Materialised) -> str:
+    if not m.rebuilt:
+        return f"kept: {m.reason}"
+    shown = ", ".join(f"{n}={m.figures[n]}" for n in ("dagster/row_count", *SUMMED) if n in m.figures)
+    return shown.replace("dagster/row_count", "rows")

@@ -1,1 +1,0 @@
-"""Pure, typed building blocks with no Dagster in them."""
