@@ -1,4 +1,6 @@
-"""2. Incrementality: a 10k-document batch, then 1% of its documents edited, then no change.
+"""2. Incrementality: a 10k-document batch, then 1% of its documents edited, then no change
+through ``sync``, then the whole graph of the unchanged partition materialised again as the UI's
+Materialize (or ``dagster asset materialize --select '*'``) asks for it.
 
 Embedding cost: the real model's per-chunk time on this machine, measured in this run, charged
 by a deterministic embedder (hashing vectors + a sleep per chunk). The real model for 10k
@@ -17,10 +19,11 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import polars as pl
+from deltalake import DeltaTable
 
 from bench.common import ticket_rows, write_jsonl
 from embedding_assets.defs.resources import PipelineResource
-from embedding_assets.defs.sync import sync
+from embedding_assets.defs.sync import run_batch, sync
 from embedding_assets.embed.embedder import Embedder, HashingEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +47,34 @@ class BenchPipeline(PipelineResource):
     def embedder(self) -> Embedder:
         return CostedEmbedder(seconds_per_chunk=self.seconds_per_chunk)
 
-    def model_id(self) -> str:
-        return HashingEmbedder().model_id
+
+def table_versions(root: Path) -> dict[str, int]:
+    """Every Delta table's version, and the LanceDB table's, by path."""
+    out = {
+        str(log.parent.relative_to(root)): DeltaTable(str(log.parent)).version()
+        for log in root.glob("lake/**/_delta_log")
+    }
+    for versions in root.glob("lancedb/*.lance/_versions"):
+        out[str(versions.parent.relative_to(root))] = len(list(versions.iterdir()))
+    return out
+
+
+def rematerialise(instance: dg.DagsterInstance, pipeline: PipelineResource, root: Path) -> dict[str, Any]:
+    """The unchanged partition's whole graph, run again: what it commits and costs per asset."""
+    before = table_versions(root)
+    started = time.perf_counter()
+    outcome = run_batch(instance.get_ref(), pipeline, BATCH, {})
+    seconds = time.perf_counter() - started
+    committed = {k: v - before.get(k, 0) for k, v in table_versions(root).items() if v != before.get(k, 0)}
+    assets = len(outcome.materialised)
+    return {
+        "asset_partitions": assets,
+        "kept": sum(not m.rebuilt for m in outcome.materialised),
+        "commits": committed,
+        "seconds": round(seconds, 2),
+        "s_per_asset_partition": round(seconds / max(assets, 1), 3),
+        "target": "0 commits, <= 2 s per asset partition",
+    }
 
 
 def run(seconds_per_chunk: float, smoke: bool = False) -> dict[str, Any]:
@@ -84,6 +113,7 @@ def run(seconds_per_chunk: float, smoke: bool = False) -> dict[str, Any]:
             started = time.perf_counter()
             idle = sync(instance, pipeline, echo=quiet)
             idle_s = time.perf_counter() - started
+            again = rematerialise(instance, pipeline, root)
     assert full.ok and edit.ok and idle.ok, (full.render(), edit.render(), idle.render())
     return {
         "embedder": f"hashing + {seconds_per_chunk * 1000:.2f} ms per chunk (the real model's CPU cost, measured)",
@@ -97,6 +127,8 @@ def run(seconds_per_chunk: float, smoke: bool = False) -> dict[str, Any]:
         "edit_s": round(edit_s, 2),
         "no_change_s": round(idle_s, 2),
         "no_change_runs": idle.runs,
+        "runs_per_edit": edit.runs,
         "edit_over_full": round(edit_s / full_s, 4),
-        "target": "edit_over_full <= 0.05, embedded == changed",
+        "target": "edit_over_full <= 0.03, embedded == changed, 1 run per edit",
+        "rematerialise_unchanged": again,
     }
