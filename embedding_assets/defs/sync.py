@@ -183,9 +183,12 @@ def sync(
             break
         for batch, tags in runs.items():
             echo(f"[{batch}] run: {tags[REASON_TAG]}")
+        # Landing is observed before its runs, as the sensor does: bronze's provenance then points
+        # at the observation it read, which is what lets the UI show a later edit as unsynced.
+        observe(instance, [e for b, h in moved if b.batch in runs for e in landing_events(b, h)])
         for outcome in launch(instance, pipeline, runs, options.jobs):
             summary.add(outcome, echo)
-        observe(instance, [e for b, h in moved if b.batch in runs for e in landing_events(b, h)])
+        # Settings only once their runs are done: killed before, the next sync sees them changed.
         observe(instance, settings_observations(pipeline.setting_versions(contracts), changed))
         # Only a full-snapshot batch that changed can leave later batches to do; nothing else is
         # asked again in the same sync (a failed batch waits for the next one).
@@ -194,6 +197,6 @@ def sync(
 
 
 def observe(instance: dg.DagsterInstance, events: Sequence[AssetEvent]) -> None:
-    """Record what a sync observed, once its runs are done: killed before, it observes again."""
+    """Record what a sync observed (landing, settings) in the instance, as the sensor does."""
     for event in events:
         instance.report_runless_asset_event(event)
