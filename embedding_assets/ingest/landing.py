@@ -6,9 +6,10 @@ import csv
 import hashlib
 import io
 import json
+import os
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ class LandingBatch:
 class LandingScan:
     batches: tuple[LandingBatch, ...]
     rejected: tuple[str, ...]  # one human-readable line per refused folder
+    held: Mapping[str, str] = field(default_factory=dict)  # batch -> why it must wait (a broken contract)
 
     @property
     def batch_names(self) -> list[str]:
@@ -82,9 +84,50 @@ class LandingScan:
         return {(b.source, b.batch): b.content_hash() for b in self.batches}
 
 
+class UnsafeLandingError(ValueError):
+    """A landing path that is a link, or not a regular file or folder: it is never read."""
+
+
+def _walk(folder: Path, suffixes: tuple[str, ...], unsafe: list[str]) -> list[Path]:
+    """Regular files under ``folder`` with one of ``suffixes``, never following a link; every
+    link, device, socket or pipe met on the way is named in ``unsafe``."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            path = Path(entry.path)
+            if entry.is_symlink():
+                unsafe.append(f"{path} is a symbolic link")
+            elif entry.is_dir(follow_symlinks=False):
+                found += _walk(path, suffixes, unsafe)
+            elif not entry.is_file(follow_symlinks=False):
+                unsafe.append(f"{path} is not a regular file")
+            elif path.suffix.lower() in suffixes:
+                found.append(path)
+    return found
+
+
 def batch_files(batch_dir: Path, fmt: str) -> tuple[Path, ...]:
-    suffixes = _SUFFIXES[fmt]
-    return tuple(sorted(p for p in batch_dir.rglob("*") if p.is_file() and p.suffix.lower() in suffixes))
+    """The batch's files of its format, in path order. Raises :class:`UnsafeLandingError` when
+    the folder or anything in it is a link (a link could lead out of the landing zone)."""
+    unsafe: list[str] = []
+    if batch_dir.is_symlink():
+        unsafe.append(f"{batch_dir} is a symbolic link")
+    files = [] if unsafe else _walk(batch_dir, _SUFFIXES[fmt], unsafe)
+    if unsafe:
+        raise UnsafeLandingError(f"{'; '.join(unsafe)}: landing reads only regular files in real folders")
+    return tuple(sorted(files))
+
+
+def read_landing_file(path: Path) -> bytes:
+    """A landing file's bytes, refusing a link swapped in since the scan (``O_NOFOLLOW``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if path.is_symlink():
+            raise UnsafeLandingError(f"{path} is a symbolic link: landing reads only regular files") from exc
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 def _add_file(digest: Any, rel: str, data: bytes) -> None:
@@ -97,7 +140,7 @@ def files_hash(files: tuple[Path, ...], root: Path) -> str:
         return EMPTY_HASH
     digest = hashlib.sha256()
     for path in files:
-        _add_file(digest, path.relative_to(root).as_posix(), path.read_bytes())
+        _add_file(digest, path.relative_to(root).as_posix(), read_landing_file(path))
     return digest.hexdigest()
 
 
@@ -113,8 +156,9 @@ def _batch(contract: Contract, folder: Path) -> LandingBatch:
 def _folders(parent: Path, what: str, rejected: list[str]) -> list[Path]:
     """Sub-folders with safe names, sorted; unsafe ones are refused with a line naming them."""
     found = []
-    for path in sorted(p for p in parent.iterdir() if p.is_dir()):
-        problem = name_problem(path.name)
+    for path in sorted(p for p in parent.iterdir() if p.is_dir() or p.is_symlink()):
+        problem = "a symbolic link (landing reads only real folders)" if path.is_symlink() else None
+        problem = problem or name_problem(path.name)
         if problem:
             rejected.append(
                 f"refused {what} folder {path.relative_to(parent.parent).as_posix()!r}: {problem}"
@@ -124,19 +168,34 @@ def _folders(parent: Path, what: str, rejected: list[str]) -> list[Path]:
     return found
 
 
-def scan_landing(landing_dir: Path, contracts: Mapping[str, Contract]) -> LandingScan:
-    """Every (source, batch) folder of the landing zone with its files' sizes and times."""
+def scan_landing(
+    landing_dir: Path, contracts: Mapping[str, Contract], broken: Mapping[str, str] | None = None
+) -> LandingScan:
+    """Every (source, batch) folder of the landing zone with its files' sizes and times. A source
+    whose contract is ``broken`` (source -> problem) holds back every batch it has a folder in:
+    rebuilding such a batch's gold without the source would delete the source's documents."""
     batches: list[LandingBatch] = []
     rejected: list[str] = []
+    held: dict[str, str] = {}
     if not landing_dir.is_dir():
         return LandingScan((), ())
     for source_dir in _folders(landing_dir, "source", rejected):
         contract = contracts.get(source_dir.name)
+        if contract is None and source_dir.name in (broken or {}):
+            problem = (broken or {})[source_dir.name]
+            rejected.append(f"held back source {source_dir.name!r}: {problem}")
+            for folder in _folders(source_dir, "batch", []):
+                held[folder.name] = f"the contract of {source_dir.name!r} is broken: {problem}"
+            continue
         if contract is None:
             rejected.append(f"ignored source folder {source_dir.name!r}: no contract in the contracts folder")
             continue
-        batches += [_batch(contract, folder) for folder in _folders(source_dir, "batch", rejected)]
-    return LandingScan(tuple(batches), tuple(rejected))
+        for folder in _folders(source_dir, "batch", rejected):
+            try:
+                batches.append(_batch(contract, folder))
+            except UnsafeLandingError as exc:
+                rejected.append(f"refused batch {source_dir.name}/{folder.name}: {exc}")
+    return LandingScan(tuple(b for b in batches if b.batch not in held), tuple(rejected), held)
 
 
 def settled(batch: LandingBatch, seen_before: str | None, now_s: float, settle_s: float) -> bool:
@@ -164,7 +223,7 @@ def read_raw_batch(contract: Contract, batch_dir: Path) -> RawBatch:
     digest = hashlib.sha256()
     for path in files:
         rel = path.relative_to(batch_dir).as_posix()
-        data = path.read_bytes()  # read once: the hash and the records come from the same bytes
+        data = read_landing_file(path)  # read once: the hash and the records come from the same bytes
         _add_file(digest, rel, data)
         if contract.format == "jsonl":
             for number, line in enumerate(data.split(b"\n"), start=1):
@@ -183,24 +242,35 @@ def read_raw_batch(contract: Contract, batch_dir: Path) -> RawBatch:
     return RawBatch(pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row"), content_hash, len(files))
 
 
+def _csv_record(lines: list[str], start: int) -> tuple[int, list[str] | None]:
+    """The record starting at physical line ``start``: the line after it, and its cells (None
+    when the parser refuses it). ``csv.reader`` counts the physical lines it consumed."""
+    reader = csv.reader(lines[j] for j in range(start, len(lines)))
+    try:
+        cells = next(reader)
+    except csv.Error:
+        cells = None
+    return start + max(reader.line_num, 1), cells
+
+
 def _csv_records(rel: str, data: bytes) -> list[tuple[str, int, bytes, bytes | None]]:
+    """One row per CSV record, as its exact bytes (quoted newlines included) with the header.
+
+    A record that runs over several physical lines but does not parse to the header's width
+    is an unterminated quote swallowing the rows after it: only its own line is kept as the
+    record (silver quarantines it), and reading resumes on the next line, so no row is lost."""
     lines = data.splitlines(keepends=True)
     if not lines:
         return []
     header = lines[0].rstrip(b"\r\n")
-    out: list[tuple[str, int, bytes, bytes | None]] = []
-    # csv.reader tracks physical lines, so a record's exact bytes are the lines it consumed.
     text_lines = [ln.decode("utf-8", errors="surrogateescape") for ln in lines]
-    reader = csv.reader(iter(text_lines[1:]))
+    width = len(next(csv.reader([text_lines[0].removeprefix("\ufeff")]), []))
+    out: list[tuple[str, int, bytes, bytes | None]] = []
     start = 1
-    while True:
-        try:
-            next(reader)
-        except StopIteration:
-            break
-        except csv.Error:
-            pass
-        end = reader.line_num + 1
+    while start < len(lines):
+        end, cells = _csv_record(text_lines, start)
+        if end - start > 1 and (cells is None or len(cells) != width):
+            end = start + 1
         raw = b"".join(lines[start:end]).rstrip(b"\r\n")
         if raw.strip():
             out.append((rel, start + 1, raw, header))

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-import yaml
 
 from embedding_assets.contracts.model import Contract, FieldSpec
+from embedding_assets.core.strict_yaml import StrictYAMLError, load_strict
 
+BOM = "\ufeff"
 _TRUE = {"true", "1", "yes", "y", "t"}
 
 
@@ -27,6 +28,7 @@ def parse_record(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return {}, [f"invalid_utf8: byte {exc.start}"]
+    text = text.removeprefix(BOM)  # a file's byte-order mark reaches its first record
     if "\x00" in text:
         return {}, ["nul_byte: the record contains NUL characters"]
     fmt = contract.format
@@ -39,7 +41,9 @@ def parse_record(
             return {}, [f"not_an_object: a JSON {type(value).__name__} is not a record"]
         return value, []
     if fmt == "csv":
-        head = next(csv.reader([(header or b"").decode("utf-8", errors="replace")]), [])
+        head = next(csv.reader([(header or b"").decode("utf-8", errors="replace").removeprefix(BOM)]), [])
+        if _unterminated_quote(text):
+            return {}, ["unterminated_quote: a quoted field is not closed on this line"]
         try:
             cells = next(csv.reader(text.splitlines(keepends=True) or [""]), [])
         except csv.Error as exc:
@@ -53,6 +57,14 @@ def parse_record(
     return {"path": stem, "body": text}, []
 
 
+def _unterminated_quote(text: str) -> bool:
+    try:
+        next(csv.reader(text.splitlines(keepends=True) or [""], strict=True), None)
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def _parse_markdown(text: str, file: str) -> tuple[dict[str, Any], list[str]]:
     stem = file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     front: dict[str, Any] = {}
@@ -62,9 +74,9 @@ def _parse_markdown(text: str, file: str) -> tuple[dict[str, Any], list[str]]:
         if len(parts) != 2:
             return {}, ["invalid_front_matter: no closing '---'"]
         try:
-            loaded = yaml.safe_load(parts[0].lstrip("-").strip()) or {}
-        except yaml.YAMLError as exc:
-            return {}, [f"invalid_front_matter: {str(exc).splitlines()[0]}"]
+            loaded = load_strict(parts[0].lstrip("-").strip(), "the front matter") or {}
+        except StrictYAMLError as exc:
+            return {}, [f"invalid_front_matter: {exc}"]
         if not isinstance(loaded, dict):
             return {}, ["invalid_front_matter: not a mapping"]
         front = loaded
