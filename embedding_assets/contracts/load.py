@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from embedding_assets.contracts.model import (
     RESERVED_COLUMNS,
@@ -23,6 +22,7 @@ from embedding_assets.contracts.model import (
     metadata_fields,
 )
 from embedding_assets.contracts.schema import validate_contract_document
+from embedding_assets.core.strict_yaml import StrictYAMLError, load_strict
 
 
 def _as_str_list(value: Any) -> tuple[str, ...]:
@@ -156,11 +156,42 @@ def _check_references(contract: Contract, path: Path) -> None:
 
 
 def load_contract(path: Path) -> Contract:
+    """One contract file, read with the strict YAML loader (no aliases, merge keys or tags; at
+    most 256 KiB). Every problem is a :class:`ContractError` of one line naming the file."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: not valid YAML: {exc}") from exc
+        raw = load_strict(path.read_bytes(), "the contract")
+    except StrictYAMLError as exc:
+        raise ContractError(f"{path}: not a valid contract: {exc}; fix the file and sync again") from None
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     return parse_contract(raw, path)
+
+
+@dataclass(frozen=True)
+class ContractSet:
+    """The contracts that load, and one line per contract file that does not (by its stem, the
+    source it is for): a broken contract holds back its own source only."""
+
+    contracts: dict[str, Contract]
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def read_contracts(contracts_dir: Path) -> ContractSet:
+    """Every ``*.yaml`` contract in the folder, keyed and sorted by source name, the broken ones
+    set aside with their problem."""
+    if not contracts_dir.is_dir():
+        raise ContractError(f"{contracts_dir}: contracts folder does not exist")
+    good: dict[str, Contract] = {}
+    problems: dict[str, str] = {}
+    for path in sorted(contracts_dir.glob("*.y*ml")):
+        try:
+            contract = load_contract(path)
+        except ContractError as exc:
+            problems[path.stem] = str(exc).splitlines()[0]
+        else:
+            good[contract.source] = contract
+    metadata_fields(good)  # metadata types must agree across sources
+    return ContractSet(good, problems)
 
 
 def contract_version(contract: Contract) -> str:
@@ -169,9 +200,8 @@ def contract_version(contract: Contract) -> str:
 
 
 def load_contracts(contracts_dir: Path) -> dict[str, Contract]:
-    """Every ``*.yaml`` contract in the folder, keyed and sorted by source name."""
-    if not contracts_dir.is_dir():
-        raise ContractError(f"{contracts_dir}: contracts folder does not exist")
-    contracts = {c.source: c for c in (load_contract(p) for p in sorted(contracts_dir.glob("*.y*ml")))}
-    metadata_fields(contracts)  # metadata types must agree across sources
-    return contracts
+    """Every contract, or :class:`ContractError` naming each broken one."""
+    found = read_contracts(contracts_dir)
+    if found.problems:
+        raise ContractError("; ".join(found.problems.values()))
+    return found.contracts

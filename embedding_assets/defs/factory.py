@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from embedding_assets.config import Settings
-from embedding_assets.contracts.load import load_contracts
+from embedding_assets.contracts.load import read_contracts
 from embedding_assets.contracts.model import Contract
 from embedding_assets.defs.bronze import bronze_asset
 from embedding_assets.defs.embed import embeddings
@@ -21,11 +21,13 @@ from embedding_assets.defs.silver import silver_asset
 from embedding_assets.defs.sources import landing_source, settings_source
 
 
-def build_assets(contracts: dict[str, Contract]) -> list[dg.AssetsDefinition | dg.SourceAsset]:
+def build_assets(
+    contracts: dict[str, Contract], held: Sequence[str] = ()
+) -> list[dg.AssetsDefinition | dg.SourceAsset]:
     assets: list[dg.AssetsDefinition | dg.SourceAsset] = [settings_source(contracts)]
     for contract in contracts.values():
         assets += [landing_source(contract), bronze_asset(contract), silver_asset(contract)]
-    return [*assets, gold_documents_asset(contracts), gold_chunks, embeddings, vector_index]
+    return [*assets, gold_documents_asset(contracts, held), gold_chunks, embeddings, vector_index]
 
 
 def materialisable_keys(assets: Sequence[object]) -> list[dg.AssetKey]:
@@ -35,13 +37,14 @@ def materialisable_keys(assets: Sequence[object]) -> list[dg.AssetKey]:
 
 
 def build_defs(contracts_dir: Path, pipeline: PipelineResource | None = None) -> dg.Definitions:
-    contracts = load_contracts(contracts_dir)
-    assets = build_assets(contracts)
+    found = read_contracts(contracts_dir)  # a broken contract holds back its source, not the location
+    contracts = found.contracts
+    assets = build_assets(contracts, list(found.problems))
     interval = (pipeline.settings() if pipeline else Settings.from_env()).sensor_interval_s
     return dg.Definitions(
         assets=assets,
         asset_checks=[index_matches_gold],
-        sensors=[build_landing_sensor(contracts, materialisable_keys(assets), interval)],
+        sensors=[build_landing_sensor(contracts, materialisable_keys(assets), interval, found.problems)],
         resources={"pipeline": pipeline or PipelineResource(contracts_dir=str(contracts_dir))},
         # One process per run: the model and tokenizer load once per run instead of once per step,
         # which costs more than the per-source parallelism a multiprocess executor would give.

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 
 from embedding_assets.config import Settings
-from embedding_assets.contracts.load import contract_version, load_contracts
+from embedding_assets.contracts.load import ContractSet, contract_version, read_contracts
 from embedding_assets.contracts.model import Contract, metadata_fields
 from embedding_assets.core.hashing import sha256_text
 from embedding_assets.core.lake import Lake
@@ -60,8 +60,12 @@ class PipelineResource(dg.ConfigurableResource):
     def lake(self) -> Lake:
         return Lake(self.settings().lake_uri)
 
+    def contract_set(self) -> ContractSet:
+        """The contracts that load, and one line per broken one (its source is held back)."""
+        return read_contracts(self.settings().contracts_dir)
+
     def contracts(self) -> dict[str, Contract]:
-        return load_contracts(self.settings().contracts_dir)
+        return self.contract_set().contracts
 
     def embedder(self) -> Embedder:
         s = self.settings()

@@ -3,7 +3,7 @@ run per batch that needs one (see ``triggers``); the memoised assets do the rest
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
@@ -56,8 +56,13 @@ def run_request(batch: str, requests: Requests, keys: Sequence[dg.AssetKey], tri
 
 
 def build_landing_sensor(
-    contracts: dict[str, Contract], keys: Sequence[dg.AssetKey], interval_s: int
+    contracts: dict[str, Contract],
+    keys: Sequence[dg.AssetKey],
+    interval_s: int,
+    broken: Mapping[str, str] | None = None,
 ) -> dg.SensorDefinition:
+    """``broken``: source -> problem of the contracts that did not load; their batches wait."""
+
     @dg.sensor(
         name="landing_sensor",
         target=dg.AssetSelection.assets(*keys),
@@ -72,7 +77,7 @@ def build_landing_sensor(
             context.log.warning(
                 f"run {run_id} lost its process (killed?): marked failed; its batch runs again"
             )
-        scan = scan_landing(settings.landing_dir, contracts)
+        scan = scan_landing(settings.landing_dir, contracts, broken)
         for line in scan.rejected:
             context.log.warning(line)
         seen = look(scan, cursor.seen, cursor.pending, settings.landing_settle_s, time.time())
@@ -84,7 +89,7 @@ def build_landing_sensor(
         requests.merge(settings_requests(changed, sorted(known | set(new))))
         requests.merge(failed_requests(instance, settings.max_run_attempts))
         requests.merge(snapshot_requests(instance, contracts, scan, cursor.verified))
-        busy = busy_batches(instance)
+        busy = busy_batches(instance) | set(scan.held)  # held: a broken contract's batches wait
         cursor.pending = {b.key: b.stat_digest for b in seen.unsettled}
         cursor.seen.update({k: b.stat_digest for k, (b, _) in seen.hashed.items() if b.batch not in busy})
         return dg.SensorResult(

@@ -8,10 +8,12 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from embedding_assets.index.filters import search_filter
 from embedding_assets.index.table import ANN_DEFAULTS, AnnSettings, ChunkTable, quote
 
 SearchMode = Literal["vector", "fts", "hybrid"]
 HIT_COLUMNS = ["chunk_id", "doc_id", "source", "title", "text", "batch", "metadata"]
+BASE_COLUMNS = {"chunk_index", "chunk_hash", "updated_at"}  # in every row, not shown in hits
 
 
 def _score(row: dict[str, Any]) -> float:
@@ -65,12 +67,13 @@ class IndexReader:
         table = self.table.open()
         if version is not None:
             table.checkout(version)
-        filters = ([f"source = {quote(source)}"] if source else []) + ([f"({where})"] if where else [])
-        columns = HIT_COLUMNS + [m for m in self.table.metadata if m in set(table.schema.names)]
+        names = [n for n in table.schema.names if n != "vector"]
+        sql = search_filter(source, where, names)
+        columns = HIT_COLUMNS + [n for n in names if n not in HIT_COLUMNS and n not in BASE_COLUMNS]
         started = time.perf_counter()
         builder = self._builder(table, query, query_vector, mode)
-        if filters:
-            builder = builder.where(" AND ".join(filters), prefilter=True)
+        if sql:
+            builder = builder.where(sql, prefilter=True)
         rows = builder.select(columns).limit(k).to_list()
         elapsed_ms = (time.perf_counter() - started) * 1000
         return [
