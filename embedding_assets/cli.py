@@ -25,6 +25,7 @@ def _quiet() -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from embedding_assets.core import stop
     from embedding_assets.defs.instance import local_instance
     from embedding_assets.defs.resources import PipelineResource
     from embedding_assets.defs.sync import Options, sync
@@ -37,10 +38,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print(forecast(instance, PipelineResource()).render())
             return 0
         options = Options(force=args.force, retry_dead_letters=args.retry_dead_letters, jobs=args.jobs)
+        stop.install()  # SIGTERM/SIGINT: stop at the next safe point; a second one: at once
         summary = sync(instance, PipelineResource(), options=options)
     print(summary.render())
     print(f"sync finished in {time.perf_counter() - started:.1f}s: {'ok' if summary.ok else 'FAILED'}")
-    return 0 if summary.ok else 1
+    if summary.stopped:
+        return stop.exit_code()
+    return 2 if summary.damage else 0 if summary.ok else 1
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -68,14 +72,34 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
+    from embedding_assets.defs.health import damage_report, lake_damage
     from embedding_assets.defs.instance import local_instance
-    from embedding_assets.defs.repair import repair_index
+    from embedding_assets.defs.repair import RepairRefused, repair_index
     from embedding_assets.defs.resources import PipelineResource
 
     with local_instance(Settings.from_env()) as instance:
-        report = repair_index(instance, PipelineResource())
+        if damage := lake_damage(instance, PipelineResource()):
+            print(f"DAMAGED: repair stopped before changing the index\n{damage_report(damage)}")
+            return 2
+        try:
+            report = repair_index(instance, PipelineResource(), force=args.force, dry_run=args.dry_run)
+        except RepairRefused as exc:
+            raise UsageError(str(exc)) from None
     print(report.render())
-    return 0 if report.after.ok else 1
+    return 0 if report.plan or report.after.ok else 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from embedding_assets.defs.health import restore
+    from embedding_assets.defs.instance import local_instance
+    from embedding_assets.defs.resources import PipelineResource
+
+    with local_instance(Settings.from_env()) as instance:
+        try:
+            print(restore(instance, PipelineResource(), args.table, args.version))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return 0
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
@@ -95,6 +119,39 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return 1 if blocked else 0
 
 
+class UsageError(ValueError):
+    """A bad argument: one line on stderr, exit code 2."""
+
+
+def _k(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"k must be a whole number, not {text!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise argparse.ArgumentTypeError(f"k must be between 1 and {MAX_K}, not {k}")
+    return k
+
+
+MAX_K = 1000
+
+
+def check_search(store: Any, source: str | None, index_version: int | None) -> None:
+    """The search's arguments against the index: :class:`UsageError` names what is wrong."""
+    if not store.table.exists():
+        raise UsageError("the index is empty: run `embedding-assets sync` first")
+    if source is not None:
+        known = sorted(set(store.table.read(["source"])["source"].drop_nulls().to_list()))
+        if source not in known:
+            raise UsageError(f"unknown source {source!r}; the index holds: {', '.join(known) or 'none'}")
+    if index_version is not None:
+        latest = store.table.version()
+        if not 1 <= index_version <= latest:
+            raise UsageError(
+                f"--index-version must be between 1 and {latest} (the latest), not {index_version}"
+            )
+
+
 def run_search(
     settings: Settings,
     queries: list[str],
@@ -104,36 +161,26 @@ def run_search(
     index_version: int | None = None,
     where: str | None = None,
 ) -> list[dict[str, Any]]:
-    from embedding_assets.contracts.load import load_contracts
-    from embedding_assets.contracts.model import metadata_fields
     from embedding_assets.embed.embedder import build_embedder
+    from embedding_assets.index.filters import FilterError
     from embedding_assets.index.reader import IndexReader
     from embedding_assets.index.table import ChunkTable
 
     embedder = build_embedder(settings.embedder, settings.model, settings.device, settings.batch_size)
-    table = ChunkTable(
-        settings.lancedb_uri,
-        embedder.model_id,
-        embedder.dimension,
-        metadata_fields(load_contracts(settings.contracts_dir)),
-    )
-    store = IndexReader(table)
+    store = IndexReader(ChunkTable(settings.lancedb_uri, embedder.model_id, embedder.dimension))
+    check_search(store, source, index_version)
     vectors = embedder.encode(queries) if mode != "fts" else [None] * len(queries)
-    return [
-        {
-            "query": q,
-            "hits": store.search(
-                q,
-                v,
-                k=k,
-                mode=mode,  # type: ignore[arg-type]
-                source=source,
-                version=index_version,
-                where=where,
-            ),
-        }
-        for q, v in zip(queries, vectors, strict=True)
-    ]
+    try:
+        return [
+            {"query": q, "hits": store.search(q, v, k, mode, source, index_version, where)}  # type: ignore[arg-type]
+            for q, v in zip(queries, vectors, strict=True)
+        ]
+    except FilterError as exc:
+        raise UsageError(str(exc)) from None
+    except (ValueError, RuntimeError, OSError) as exc:
+        if where is None:
+            raise
+        raise UsageError(f"--where {where!r} cannot be applied: {str(exc).splitlines()[0][:300]}") from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -143,8 +190,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     elif args.query:
         queries = [args.query]
     else:
-        print("give a query or --queries-file", file=sys.stderr)
-        return 2
+        raise UsageError("give a query or --queries-file")
     results = run_search(settings, queries, args.k, args.mode, args.source, args.index_version, args.where)
     for result in results:
         if args.json:
@@ -155,7 +201,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             continue
         print(f"query: {result['query']}  ({args.mode}, k={args.k})")
         if not result["hits"]:
-            print("  no hits: has `embedding-assets sync` run?")
+            print("  no hits")
         for rank, hit in enumerate(result["hits"], start=1):
             text = " ".join(hit["text"].split())
             print(f"{rank:>3}. {hit['score']:.4f}  {hit['source']:<9} {hit['chunk_id']}")
@@ -186,7 +232,15 @@ def _sync_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_register)
     p = sub.add_parser("repair", help="make the index equal gold's live chunks (missing, extra, stale rows)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what it would write and delete; change nothing"
+    )
+    p.add_argument("--force", action="store_true", help="delete even more than 5%% of the index")
     p.set_defaults(func=cmd_repair)
+    p = sub.add_parser("restore", help="recover a damaged lake table from its last intact version")
+    p.add_argument("table", help="the lake table, as sync names it (e.g. gold/documents)")
+    p.add_argument("--version", type=int, help="this version instead of the last intact one")
+    p.set_defaults(func=cmd_restore)
 
 
 def _read_parsers(sub: Any) -> None:
@@ -199,7 +253,7 @@ def _read_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_quality)
     p = sub.add_parser("search", help="search the index")
     p.add_argument("query", nargs="?")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=_k, default=10, help=f"hits per query, 1 to {MAX_K} (default 10)")
     p.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="hybrid")
     p.add_argument("--source")
     p.add_argument("--where", help="SQL filter on any column, e.g. \"priority = 'high'\"")
@@ -220,7 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     _sync_parser(sub)
     _read_parsers(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    from embedding_assets.contracts.model import ContractError
+
+    try:
+        return int(args.func(args))
+    except (UsageError, ContractError) as exc:
+        print(f"embedding-assets {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

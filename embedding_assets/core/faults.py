@@ -4,7 +4,8 @@ Set ``EA_FAULTS`` to a comma-separated list of ``point=action``:
 
 - ``kill``: SIGKILL this process the first time the point is reached (``kill@3``: the third time);
 - ``raise``: raise :class:`InjectedFault` every time (``raise*2``: only the first two times);
-- ``raise-if:TEXT``: raise when any of the point's texts contains ``TEXT`` (a poison record).
+- ``raise-if:TEXT``: raise when any of the point's texts contains ``TEXT`` (a poison record);
+- ``sleep:SECONDS``: wait there every time (a slow step, for signal tests).
 
 Unset (the default) every point is a no-op costing one dict lookup. Points in use:
 ``bronze.before_write``, ``bronze.after_write``, ``silver.between_tables``, ``silver.after_write``,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -57,6 +59,8 @@ def fault_point(name: str, texts: Sequence[str] = ()) -> None:
         limit = action.partition("*")[2]
         if not limit or hit <= int(limit):
             raise InjectedFault(f"injected fault at {name} (hit {hit})")
+    elif action.startswith("sleep:"):
+        time.sleep(float(action.partition(":")[2]))
     else:
         raise ValueError(f"{ENV}: unknown action {action!r} for {name}")
 

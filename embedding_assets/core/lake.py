@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from embedding_assets.core.errors import naming_table
 from embedding_assets.core.retry import Backoff, retry
+from embedding_assets.core.stop import checkpoint
 
 T = TypeVar("T")
 COMMIT_BACKOFF = Backoff(attempts=8, base_s=0.05, max_s=2.0)
@@ -35,7 +37,8 @@ def _matches(batch: str, where: Mapping[str, str] | None) -> pl.Expr:
 
 @dataclass(frozen=True)
 class Written:
-    version: int  # the table's version after the write (the current one when nothing was committed)
+    version: int  # the table's version after the write (the current one when nothing was committed;
+    # -1 when there is no table: nothing was ever written to it)
     committed: bool
 
 
@@ -51,6 +54,13 @@ def same_rows(existing: pl.DataFrame, frame: pl.DataFrame, volatile: Sequence[st
     return left.equals(right)
 
 
+def _table_of(lake: Lake, table: str, *_: Any, **__: Any) -> str:
+    return lake.uri(table)
+
+
+_about_table = naming_table(_table_of)  # a failure names its table, Rust panics included
+
+
 class Lake:
     def __init__(self, root_uri: str) -> None:
         self.root_uri = root_uri.rstrip("/")
@@ -58,12 +68,14 @@ class Lake:
     def uri(self, table: str) -> str:
         return f"{self.root_uri}/{table}"
 
+    @_about_table
     def table(self, table: str) -> DeltaTable | None:
         try:
             return DeltaTable(self.uri(table))
         except TableNotFoundError:
             return None
 
+    @_about_table
     def version(self, table: str) -> int | None:
         dt = self.table(table)
         return dt.version() if dt is not None else None
@@ -73,6 +85,7 @@ class Lake:
             return None
         return pl.scan_delta(self.uri(table))
 
+    @_about_table
     def read(self, table: str, schema: dict[str, pl.DataType], where: pl.Expr | None = None) -> pl.DataFrame:
         """Rows of a table (all columns of ``schema``, cast to it); empty when the table is missing."""
         lazy = self.scan(table)
@@ -87,6 +100,7 @@ class Lake:
     def read_batch(self, table: str, batch: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         return self.read(table, schema, pl.col("batch") == batch)
 
+    @_about_table
     def batches_before(
         self, table: str, batch: str, n: int, schema: dict[str, pl.DataType], where: pl.Expr | None = None
     ) -> pl.DataFrame:
@@ -115,6 +129,7 @@ class Lake:
                 raise
         return DeltaTable(self.uri(table))
 
+    @_about_table
     def count(self, table: str, batch: str, where: Mapping[str, str] | None = None) -> int:
         """Rows of one batch (and ``where``'s column values); 0 when the table is missing."""
         lazy = self.scan(table)
@@ -122,6 +137,7 @@ class Lake:
             return 0
         return int(lazy.filter(_matches(batch, where)).select(pl.len()).collect().item())
 
+    @_about_table
     def overwrite_batch(
         self,
         table: str,
@@ -135,11 +151,13 @@ class Lake:
         such as wall-clock times, aside) nothing is committed, so a re-run writes nothing."""
         existing = self.read(table, dict(frame.schema), _matches(batch, where))
         if same_rows(existing, frame, volatile):
-            return Written(self.version(table) or 0, committed=False)
+            current = self.version(table)
+            return Written(-1 if current is None else current, committed=False)
         arrow = frame.to_arrow()
         predicate = " AND ".join(f"{c} = {_quote(v)}" for c, v in {"batch": batch, **(where or {})}.items())
 
         def write() -> int:
+            checkpoint(f"writing {table}")
             self._ensure(table, arrow)
             write_deltalake(
                 self.uri(table),
@@ -153,6 +171,7 @@ class Lake:
 
         return Written(_retry(write), committed=True)
 
+    @_about_table
     def insert_new(self, table: str, frame: pl.DataFrame, keys: list[str]) -> int:
         """Append the rows whose ``keys`` are not in the table yet: an idempotent append.
 
@@ -162,6 +181,7 @@ class Lake:
         on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
 
         def write() -> int:
+            checkpoint(f"writing {table}")
             dt = self.table(table)
             if dt is None:
                 write_deltalake(self.uri(table), arrow, mode="append", partition_by=["batch"])

@@ -7,6 +7,7 @@ import dagster as dg
 
 from embedding_assets.contracts.model import Contract
 from embedding_assets.core.faults import fault_point
+from embedding_assets.defs.failures import classified
 from embedding_assets.defs.keys import batches, layer_key
 from embedding_assets.defs.memo import Memo
 from embedding_assets.defs.resources import PipelineResource
@@ -34,6 +35,7 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         code_version=BRONZE_CODE,
         retry_policy=STEP_RETRY,
     )
+    @classified
     def bronze(
         context: dg.AssetExecutionContext, pipeline: PipelineResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:

@@ -14,6 +14,7 @@ from embedding_assets.core.faults import fault_point
 from embedding_assets.core.lake import Lake
 from embedding_assets.core.retry import Backoff
 from embedding_assets.defs.bronze import STEP_RETRY
+from embedding_assets.defs.failures import classified
 from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, batches
 from embedding_assets.defs.memo import RETRY_DEAD_LETTERS_TAG, Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import EMBEDDING_MODEL, PipelineResource
@@ -110,6 +111,7 @@ def retry_reason(context: dg.AssetExecutionContext, lake: Lake, batch: str, mode
     ],
     retry_policy=STEP_RETRY,
 )
+@classified
 def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
     """Sentence-transformers vectors of the batch's chunks; cached vectors are reused by
     (chunk_hash, model_id) from any partition, so only new text is embedded. Chunks that fail

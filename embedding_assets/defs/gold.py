@@ -1,7 +1,7 @@
 """gold_documents (one row per document of the batch, all sources) and gold_chunks (the model's
 tokenizer splits them)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -11,6 +11,7 @@ from embedding_assets.contracts.model import Contract, metadata_fields
 from embedding_assets.core.faults import fault_point
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs.bronze import STEP_RETRY
+from embedding_assets.defs.failures import classified
 from embedding_assets.defs.keys import GOLD_CHUNKS, GOLD_DOCUMENTS, batches, layer_key
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import CHUNKER_SETTINGS, PipelineResource, contract_key
@@ -55,7 +56,19 @@ def documents_consumes(contracts: dict[str, Contract]) -> Consumes:
     )
 
 
-def gold_documents_asset(contracts: dict[str, Contract]) -> dg.AssetsDefinition:
+def held_back(lake: Lake, held: Sequence[str], batch: str) -> str:
+    """Why a batch's gold must not be rebuilt: a source whose contract is broken has documents in
+    it, which a rebuild without the source would delete from gold and from the index."""
+    present = [s for s in held if lake.count(f"silver/{s}", batch)]
+    if not present:
+        return ""
+    return (
+        f"batch {batch} holds documents of {', '.join(present)}, whose contract does not load: "
+        "fix it (`embedding-assets sync` names the problem) and materialise again"
+    )
+
+
+def gold_documents_asset(contracts: dict[str, Contract], held: Sequence[str] = ()) -> dg.AssetsDefinition:
     snapshots = [s for s, c in contracts.items() if c.snapshot]
     consumes = documents_consumes(contracts)
 
@@ -77,6 +90,7 @@ def gold_documents_asset(contracts: dict[str, Contract]) -> dg.AssetsDefinition:
             )
         ],  # fmt: skip
     )
+    @classified
     def gold_documents(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
         """One row per document of the batch, all sources unioned, doc ids namespaced by source; for
         snapshot sources, a tombstone for each earlier document the snapshot lacks."""
@@ -87,6 +101,8 @@ def gold_documents_asset(contracts: dict[str, Contract]) -> dg.AssetsDefinition:
         if decision.skip:
             yield from memo.kept(decision)
             return
+        if why := held_back(lake, held, batch):
+            raise dg.Failure(why, allow_retries=False)
         silvers = {s: lake.read_batch(f"silver/{s}", batch, SILVER_SCHEMA) for s in contracts}
         found = [tombstones_of(lake, contracts[s], silvers[s], batch) for s in snapshots]
         documents = with_metadata_columns(
@@ -126,6 +142,7 @@ CHUNKS_CONSUMES = Consumes(assets=(GOLD_DOCUMENTS,), settings=(CHUNKER_SETTINGS,
     code_version=CHUNKS_CODE,
     retry_policy=STEP_RETRY,
 )
+@classified
 def gold_chunks(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
     """Live documents split into chunks with the embedding model's own tokenizer, within its
     maximum sequence length; a document whose text the same chunker split before keeps its split."""

@@ -11,6 +11,7 @@ from embedding_assets.core.hashing import frame_hash, sha256_text
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.embed import DEAD_LETTER_TABLE, provenance
+from embedding_assets.defs.failures import classified
 from embedding_assets.defs.gold import GOLD_DOC_SCHEMA
 from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS, VECTOR_INDEX, batches
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
@@ -59,6 +60,7 @@ def newest_versions(lake: Lake, documents: pl.DataFrame) -> pl.DataFrame:
     code_version=INDEX_CODE,
     retry_policy=STEP_RETRY,
 )
+@classified
 def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
     """LanceDB table per model: the batch's chunks upserted by chunk_id (newer updated_at, then
     batch, wins), deleted documents and surplus chunks removed, in one commit; full-text and ANN

@@ -87,7 +87,10 @@ def outcome_of(result: dg.ExecuteInProcessResult, batch: str, defs: dg.Definitio
         if event.is_step_failure and event.step_failure_data is not None and event.step_failure_data.error:
             error = event.step_failure_data.error
             if error.cls_name != "DagsterAssetCheckFailedError":
-                failures.append(f"{event.step_key}: {error.message.strip().splitlines()[0]}")
+                line = error.message.strip().splitlines()[0]
+                if error.cls_name == "Failure":  # ours: the description is the root cause already
+                    line = line.split(": ", 1)[-1]
+                failures.append(f"{event.step_key}: {line}")
     if not result.success and not failures and not any(c.blocking and not c.passed for c in checked):
         failures.append("the run failed")
     return RunOutcome(batch, result.run_id, result.success, materialised, checked, failures)
@@ -110,10 +113,15 @@ class SyncSummary:
     )  # dagster/row_count per rebuilt layer
     totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     reconciliation: str = ""
+    damage: list[str] = field(default_factory=list)  # damaged lake tables: the sync stopped before acting
+    recovery: str = ""  # what to run for them
+    index_rebuilt: str = ""  # the index was lost and rebuilt from the embeddings table
+    stopped: str = ""  # the signal that stopped the sync at a safe point
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.blocked
+        drift = self.reconciliation.startswith("DRIFT")
+        return not self.failed and not self.blocked and not self.damage and not drift and not self.stopped
 
     def add(self, outcome: RunOutcome, echo: Callable[[str], None]) -> None:
         self.runs += 1
@@ -139,8 +147,15 @@ class SyncSummary:
             echo(f"  ✗ {failure}")
 
     def render(self) -> str:
+        if self.damage:
+            return f"DAMAGED: the sync stopped before running anything\n{self.recovery}"
         t = self.totals
-        lines = [f"runs launched: {self.runs}"]
+        lines = (
+            [f"index: it was missing or empty; rebuilt from the embeddings table ({self.index_rebuilt})"]
+            if self.index_rebuilt
+            else []
+        )
+        lines += [f"runs launched: {self.runs}"]
         lines += [f"new batches: {', '.join(self.new_batches)}"] if self.new_batches else []
         lines += [
             f"  {layer:<12} {n:>7} rows in partitions rebuilt" for layer, n in sorted(self.rows.items())
@@ -164,7 +179,12 @@ class SyncSummary:
         lines += [f"skipped: batch {b} is being materialised by another run" for b in self.busy]
         lines += [f"skipped: {k} is still being written; the next sync takes it" for k in self.unsettled]
         lines += [f"refused: {r}" for r in self.rejected]
-        lines += [f"FAILED: {f}" for f in self.failed]
+        lines += (
+            [f"STOPPED by {self.stopped} at a safe point: the next sync completes the work"]
+            if self.stopped
+            else []
+        )
+        lines += [f"FAILED: {f}" for f in self.failed if "StopRequested" not in f]
         for batch, why in sorted(self.blocked.items()):
             lines += [f"BLOCKED: batch {batch}", *(f"  {w}" for w in why)]
         return "\n".join(lines)

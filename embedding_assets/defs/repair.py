@@ -24,8 +24,11 @@ class RepairReport:
     deleted: int
     embedded: int
     table_version: int
+    plan: str = ""  # set on a dry run, which writes nothing
 
     def render(self) -> str:
+        if self.plan:
+            return f"before: {self.before.render()}\ndry run: {self.plan}; nothing was changed"
         return "\n".join(
             [
                 f"before: {self.before.render()}",
@@ -54,9 +57,43 @@ def rows_to_write(
     return pl.concat([rows.filter(pl.col("vector").is_not_null()), patched]), lacking.height
 
 
-def repair_index(instance: dg.DagsterInstance | None, pipeline: PipelineResource) -> RepairReport:
+MAX_DELETE_SHARE = 0.05  # repair deletes at most this share of the index without --force
+
+
+class RepairRefused(ValueError):
+    """A repair that would delete too much of the index: the message says what and how to go on."""
+
+
+def planned(before: Reconciliation, max_delete_share: float) -> str:
+    """What a repair would do; raises :class:`RepairRefused` when it would delete too much."""
+    plan = (
+        f"would write {len(before.missing) + len(before.stale)} chunks and delete {len(before.extra)} "
+        f"of {before.actual} in the index"
+    )
+    if len(before.extra) > max_delete_share * max(before.actual, 1):
+        raise RepairRefused(
+            f"repair refused: it {plan} (more than {max_delete_share:.0%}). Gold may be damaged rather "
+            "than the index: `embedding-assets sync` checks the lake first. To delete anyway: "
+            "`embedding-assets repair --force`; to see the plan: `--dry-run`"
+        )
+    return plan
+
+
+def repair_index(
+    instance: dg.DagsterInstance | None,
+    pipeline: PipelineResource,
+    *,
+    max_delete_share: float = MAX_DELETE_SHARE,
+    force: bool = False,
+    dry_run: bool = False,
+) -> RepairReport:
     writer = pipeline.index_writer()
     expected = expected_index(pipeline.lake(), writer.table.model_id)
+    before = reconcile(writer.table, expected)
+    if dry_run:
+        plan = planned(before, 1.0)
+        return RepairReport(before, before, 0, 0, 0, writer.table.version(), plan=plan)
+    planned(before, 1.0 if force else max_delete_share)
     rows, embedded = rows_to_write(pipeline, expected, writer.table.model_id)
     result = repair(writer, expected, rows)
     after = reconcile(writer.table, expected)

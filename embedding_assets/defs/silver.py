@@ -14,6 +14,7 @@ from embedding_assets.contracts.model import Contract
 from embedding_assets.core.faults import fault_point
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs.bronze import STEP_RETRY
+from embedding_assets.defs.failures import classified
 from embedding_assets.defs.keys import batches, layer_key
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import PipelineResource, contract_key
@@ -139,6 +140,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
         name=f"silver_{source}",
         retry_policy=STEP_RETRY,
     )
+    @classified
     def silver(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
         batch, lake = context.partition_key, pipeline.lake()
         current = load_contract(contract.path)  # as it is on disk now, not as the code location loaded it

@@ -4,6 +4,9 @@ graph, memoised), and reports what they did."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -15,9 +18,13 @@ import dagster as dg
 import polars as pl
 
 from embedding_assets.config import Settings
+from embedding_assets.contracts.load import ContractSet
 from embedding_assets.contracts.model import Contract
+from embedding_assets.core import stop
+from embedding_assets.core.stop import off_main_thread
 from embedding_assets.defs.embed import DEAD_LETTER_TABLE
 from embedding_assets.defs.factory import build_defs, materialisable_keys
+from embedding_assets.defs.health import damage_report, lake_damage, rebuild_lost_index
 from embedding_assets.defs.instance import process_tags, reap_orphaned_runs
 from embedding_assets.defs.keys import BATCHES
 from embedding_assets.defs.memo import FORCE_TAG, RETRY_DEAD_LETTERS_TAG
@@ -51,20 +58,20 @@ class Options:
 
 
 def settled_scan(
-    settings: Settings, contracts: dict[str, Contract], echo: Callable[[str], None]
+    settings: Settings, contracts: ContractSet, echo: Callable[[str], None]
 ) -> tuple[LandingScan, list[str]]:
     """The landing zone once no file in it is still being written; folders still moving after
     :data:`MAX_SETTLE_WAIT_S` are left out (named in the second value) for a later sync."""
     deadline, previous = time.time() + MAX_SETTLE_WAIT_S, dict[str, str]()
     while True:
-        scan = scan_landing(settings.landing_dir, contracts)
+        scan = scan_landing(settings.landing_dir, contracts.contracts, contracts.problems)
         now = time.time()
         moving = [
             b for b in scan.batches if not settled(b, previous.get(b.key), now, settings.landing_settle_s)
         ]
         if not moving or now > deadline:
             steady = tuple(b for b in scan.batches if b not in moving)
-            return LandingScan(steady, scan.rejected), [b.key for b in moving]
+            return LandingScan(steady, scan.rejected, scan.held), [b.key for b in moving]
         echo(
             f"waiting for {len(moving)} landing folders still being written: {', '.join(b.key for b in moving[:5])}"
         )
@@ -119,14 +126,14 @@ def run_batch(
     defs = build_defs(pipeline.settings().contracts_dir, pipeline)
     job = defs.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
-        result = job.execute_in_process(
+        result = off_main_thread(lambda: job.execute_in_process(
             instance=instance,
             partition_key=batch,
             asset_selection=materialisable_keys(list(defs.assets or [])),  # type: ignore[arg-type]
             raise_on_error=False,
             tags=tags,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        ))  # fmt: skip
         return outcome_of(result, batch, defs)
 
 
@@ -136,11 +143,22 @@ def launch(
     """The runs, in batch order; independent batches at once when ``jobs`` > 1."""
     ref = instance.get_ref()
     if jobs <= 1 or len(runs) <= 1:
-        return [run_batch(ref, pipeline, batch, tags) for batch, tags in runs.items()]
+        # A signal stops the loop: a batch not started is left for the next sync.
+        return [run_batch(ref, pipeline, b, tags) for b, tags in runs.items() if stop.requested() is None]
     spec = pipeline_spec(pipeline)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=get_context("spawn"), initializer=stop.install
+    ) as pool:
+
+        def forward(signo: int) -> None:  # each worker stops at its own next safe point
+            if signo == signal.SIGTERM:  # a terminal's Ctrl-C reaches the workers by itself
+                for pid in list(pool._processes or {}):
+                    os.kill(pid, signo)
+
+        if threading.current_thread() is threading.main_thread():
+            stop.install(forward)
         futures = [pool.submit(run_batch, ref, spec, batch, tags) for batch, tags in runs.items()]
-        return [f.result() for f in futures]
+        return [f.result() for f in futures if not f.cancelled()]
 
 
 def pipeline_spec(pipeline: PipelineResource) -> Spec:
@@ -168,13 +186,22 @@ def sync(
 ) -> SyncSummary:
     """Register, observe, run what needs a run (wave after wave: a snapshot batch's change can
     reach later batches), and report."""
-    contracts, summary = pipeline.contracts(), SyncSummary()
+    found, summary = pipeline.contract_set(), SyncSummary()
+    contracts = found.contracts
     summary.reaped = reap_orphaned_runs(instance)
-    scan, summary.unsettled = settled_scan(pipeline.settings(), contracts, echo)
+    if damage := lake_damage(instance, pipeline):  # acting on it could spread it: stop, say how to recover
+        summary.damage, summary.recovery = [d.render() for d in damage], damage_report(damage)
+        return summary
+    if rebuilt := rebuild_lost_index(instance, pipeline):
+        summary.index_rebuilt = f"{rebuilt.upserted} chunks written, {rebuilt.embedded} embedded"
+    scan, summary.unsettled = settled_scan(pipeline.settings(), found, echo)
     summary.rejected, summary.new_batches = list(scan.rejected), register(instance, scan)
     verified: dict[str, str] = {}
     requests, moved, changed = requests_now(instance, pipeline, contracts, scan, options, verified)
     summary.blocked = {b: why for b, why in requests.blocked.items() if b not in requests.reasons}
+    for batch, why in scan.held.items():
+        requests.reasons.pop(batch, None)
+        summary.blocked[batch] = [why]
     for _ in range(MAX_WAVES):
         busy = busy_batches(instance)
         summary.busy = sorted(set(requests.batches) & busy)
@@ -188,6 +215,9 @@ def sync(
         observe(instance, [e for b, h in moved if b.batch in runs for e in landing_events(b, h)])
         for outcome in launch(instance, pipeline, runs, options.jobs):
             summary.add(outcome, echo)
+        if stop.requested() is not None:  # stopped between commits: the next sync completes it
+            summary.stopped = signal.Signals(stop.requested() or 0).name
+            break
         # Settings only once their runs are done: killed before, the next sync sees them changed.
         observe(instance, settings_observations(pipeline.setting_versions(contracts), changed))
         # Only a full-snapshot batch that changed can leave later batches to do; nothing else is

@@ -19,6 +19,7 @@ import polars as pl
 from embedding_assets.core.faults import fault_point
 from embedding_assets.core.hashing import frame_hash
 from embedding_assets.core.retry import DEFAULT_BACKOFF, Backoff, retry
+from embedding_assets.core.stop import checkpoint
 from embedding_assets.embed.embedder import Embedder
 
 EMBEDDING_SCHEMA = pl.Schema(
@@ -52,7 +53,7 @@ DEAD_LETTER_SCHEMA = pl.Schema(
         "failed_at": pl.Datetime("us", "UTC"),
     }
 )
-ENCODE_WINDOW = 1024
+ENCODE_WINDOW = 256  # texts per encode call: the unit of retry, and of stopping on a signal
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def encode_resilient(
                 attempt(a, b, backoff if b - a == 1 else Backoff(attempts=1))
 
     for start in range(0, len(texts), window):
+        checkpoint("the next encode window")
         attempt(start, min(start + window, len(texts)), backoff)
     bad = ~np.isfinite(out.vectors).all(axis=1)
     for row in np.flatnonzero(bad):

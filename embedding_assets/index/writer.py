@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow as pa
 
 from embedding_assets.core.faults import fault_point
+from embedding_assets.core.stop import checkpoint
 from embedding_assets.index.table import (
     ANN_DEFAULTS,
     ARROW_TYPES,
@@ -191,6 +192,7 @@ class IndexWriter:
         table = self.writable()
         plan = plan_batch(chunks, documents, indexed_rows(self.table, documents["doc_id"].to_list()), latest)
         fault_point("index.before_merge")
+        checkpoint("the index merge")
         deleted, version = self._merge(table, plan) if plan.touched else (0, int(table.version))
         fault_point("index.after_merge")
         touched = plan.winners.filter(pl.col("doc_id").is_in(plan.touched))
