@@ -68,7 +68,8 @@ def test_a_corrupt_data_file_fails_its_step_once_with_the_table_named(
     quiet = lambda _: None  # noqa: E731
     assert sync(instance, make_pipeline(root), echo=quiet).ok
     for part in (root / "lake" / "gold" / "documents").rglob("*.parquet"):
-        part.write_bytes(part.read_bytes()[:100])
+        # the same size, so the health check before the runs passes; reading it fails
+        part.write_bytes(b"\0" * part.stat().st_size)
     summary = sync(instance, make_pipeline(root), echo=quiet, options=Options(force=True))
     assert not summary.ok
     failures = "\n".join(summary.failed)

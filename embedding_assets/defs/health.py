@@ -116,11 +116,16 @@ def restore(
 
 
 def index_lost(instance: dg.DagsterInstance, pipeline: PipelineResource) -> bool:
-    """The index was written before, but its table is now missing or empty."""
-    if instance.get_latest_materialization_event(VECTOR_INDEX) is None:
-        return False
+    """This model's index table was written before (a recent ``vector_index`` materialisation
+    names it), but it is now missing or empty. A model's first table is not lost, only new."""
     table = pipeline.index_table()
-    return not table.exists() or table.open().count_rows() == 0
+    records = instance.fetch_materializations(VECTOR_INDEX, limit=RECENT).records
+    written = any(
+        getattr(r.asset_materialization.metadata.get("table"), "value", None) == table.name
+        for r in records
+        if r.asset_materialization is not None
+    )
+    return written and (not table.exists() or table.open().count_rows() == 0)
 
 
 def rebuild_lost_index(instance: dg.DagsterInstance, pipeline: PipelineResource) -> RepairReport | None:

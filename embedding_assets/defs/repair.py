@@ -53,7 +53,10 @@ def rows_to_write(
     if not lacking.height:
         return rows, 0
     fresh = pipeline.embedder().encode(lacking["text"].to_list())
-    patched = lacking.with_columns(pl.Series("vector", list(np.asarray(fresh)), dtype=pl.List(pl.Float32)))
+    dtype = rows.schema["vector"]  # as the embeddings table stores it (a list or an array)
+    patched = lacking.with_columns(
+        pl.Series("vector", list(np.asarray(fresh)), dtype=pl.List(pl.Float32)).cast(dtype)
+    )
     return pl.concat([rows.filter(pl.col("vector").is_not_null()), patched]), lacking.height
 
 
