@@ -158,3 +158,25 @@ def test_the_cli_exits_2_on_damage_and_names_the_recovery(
         assert (
             "lake table gold/documents: missing" in out.stdout and "Traceback" not in out.stdout + out.stderr
         )
+
+
+def test_sync_fails_when_reconciliation_reports_drift(
+    root: Path, instance: dg.DagsterInstance, synced: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    db = lancedb.connect(str(root / "lancedb"))
+    table = db.open_table(db.list_tables().tables[0])
+    ghost = pl.from_arrow(table.to_arrow()).head(1)
+    table.add(ghost.with_columns(pl.lit("ghost-0").alias("chunk_id")).to_arrow())  # type: ignore[union-attr]
+    tickets = root / "landing" / "helpdesk" / "2026-11-08" / "tickets.jsonl"
+    tickets.write_text(tickets.read_text().replace("firmware", "firmware update", 1))
+    summary = sync(instance, make_pipeline(root), echo=_quiet)
+    assert summary.runs == 1 and summary.reconciliation.startswith("DRIFT"), summary.render()
+    assert not summary.ok
+
+
+def test_repair_works_beside_a_broken_contract(
+    root: Path, instance: dg.DagsterInstance, synced: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    (root / "contracts" / "guides.yaml").write_text("a: &a [1]\nb: *a\n")
+    report = repair_index(instance, make_pipeline(root))
+    assert report.after.ok and report.deleted == 0
