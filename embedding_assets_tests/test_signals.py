@@ -48,6 +48,16 @@ def _sync(env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def _sync_to_end(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "embedding_assets.cli", "sync"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def _wait_for(path: Path, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while not path.exists():
@@ -60,13 +70,7 @@ def test_a_signal_stops_sync_at_a_safe_point_and_the_next_sync_completes(
     tmp_path: Path, signo: int, code: int
 ) -> None:
     reference = _copy(tmp_path, "reference")
-    done = subprocess.run(
-        [sys.executable, "-m", "embedding_assets.cli", "sync"],
-        env=_env(reference, tmp_path / "ref-home"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _sync_to_end(_env(reference, tmp_path / "ref-home"))
     assert done.returncode == 0, done.stdout + done.stderr
 
     root = _copy(tmp_path, "stopped")
@@ -80,13 +84,7 @@ def test_a_signal_stops_sync_at_a_safe_point_and_the_next_sync_completes(
     assert time.time() - sent < 10, out
     assert f"STOPPED by {signal.Signals(signo).name}" in out and "Traceback" not in out
 
-    again = subprocess.run(
-        [sys.executable, "-m", "embedding_assets.cli", "sync"],
-        env=_env(root, tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = _sync_to_end(_env(root, tmp_path / "home"))
     assert again.returncode == 0, again.stdout + again.stderr
     assert lake_snapshot(root).keys() == lake_snapshot(reference).keys()
     for table, frame in lake_snapshot(reference).items():
@@ -106,12 +104,6 @@ def test_a_second_signal_stops_at_once_and_nothing_is_lost(tmp_path: Path) -> No
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 143 and time.time() - sent < 5, out
-    again = subprocess.run(
-        [sys.executable, "-m", "embedding_assets.cli", "sync"],
-        env=_env(root, tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = _sync_to_end(_env(root, tmp_path / "home"))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "reconciliation: ok" in again.stdout

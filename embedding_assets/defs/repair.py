@@ -98,7 +98,7 @@ def repair_index(
         return RepairReport(before, before, 0, 0, 0, writer.table.version(), plan=plan)
     planned(before, 1.0 if force else max_delete_share)
     rows, embedded = rows_to_write(pipeline, expected, writer.table.model_id)
-    result = repair(writer, expected, rows)
+    result = repair(writer, expected, rows, before)
     after = reconcile(writer.table, expected)
     report = RepairReport(
         result.before, after, result.upserted, result.deleted, embedded, result.table_version

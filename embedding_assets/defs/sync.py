@@ -177,6 +177,17 @@ def register(instance: dg.DagsterInstance, scan: LandingScan) -> list[str]:
     return new
 
 
+def preflight(instance: dg.DagsterInstance, pipeline: PipelineResource, summary: SyncSummary) -> bool:
+    """Whether the sync may act: a damaged lake table stops it (acting could spread the damage;
+    the summary says how to recover), and a lost index is rebuilt from the embeddings table."""
+    if damage := lake_damage(instance, pipeline):
+        summary.damage, summary.recovery = [d.render() for d in damage], damage_report(damage)
+        return False
+    if rebuilt := rebuild_lost_index(instance, pipeline):
+        summary.index_rebuilt = f"{rebuilt.upserted} chunks written, {rebuilt.embedded} embedded"
+    return True
+
+
 def sync(
     instance: dg.DagsterInstance,
     pipeline: PipelineResource,
@@ -189,11 +200,8 @@ def sync(
     found, summary = pipeline.contract_set(), SyncSummary()
     contracts = found.contracts
     summary.reaped = reap_orphaned_runs(instance)
-    if damage := lake_damage(instance, pipeline):  # acting on it could spread it: stop, say how to recover
-        summary.damage, summary.recovery = [d.render() for d in damage], damage_report(damage)
+    if not preflight(instance, pipeline, summary):
         return summary
-    if rebuilt := rebuild_lost_index(instance, pipeline):
-        summary.index_rebuilt = f"{rebuilt.upserted} chunks written, {rebuilt.embedded} embedded"
     scan, summary.unsettled = settled_scan(pipeline.settings(), found, echo)
     summary.rejected, summary.new_batches = list(scan.rejected), register(instance, scan)
     verified: dict[str, str] = {}

@@ -76,11 +76,13 @@ class RepairResult:
     table_version: int
 
 
-def repair(writer: IndexWriter, expected: ExpectedIndex, rows: pl.DataFrame) -> RepairResult:
+def repair(
+    writer: IndexWriter, expected: ExpectedIndex, rows: pl.DataFrame, before: Reconciliation | None = None
+) -> RepairResult:
     """Make the index equal ``expected``: write the missing and stale chunks from ``rows``
     (expected chunks with their vectors, from the embeddings table: nothing is re-embedded)
-    and delete the extra ones, in one commit."""
-    before = reconcile(writer.table, expected)
+    and delete the extra ones, in one commit. ``before``: the reconciliation already made."""
+    before = before or reconcile(writer.table, expected)
     if before.ok:
         return RepairResult(before, 0, 0, writer.table.version())
     table = writer.writable()
