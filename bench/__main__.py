@@ -15,7 +15,7 @@ from typing import Any
 from bench.common import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("embed_stage", "incremental", "datapath", "index", "orchestration", "daemon")
+SECTIONS = ("embed_stage", "incremental", "datapath", "index", "orchestration", "daemon", "canary")
 
 
 def main() -> int:
@@ -79,6 +79,10 @@ def main() -> int:
             from bench import daemon
 
             report[name] = daemon.run(args.smoke)
+        elif name == "canary":
+            from bench import canary
+
+            report[name] = canary.run(args.smoke)
         report[name]["section_s"] = round(time.perf_counter() - started, 1)
         report[name]["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         print(json.dumps(report[name], indent=2), flush=True)
@@ -206,6 +210,11 @@ def render(report: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         lines += _sweep_rows(shared)
+    c = report.get("canary")
+    if c:
+        from bench import canary
+
+        lines += canary.render(c)
     lines += ["", "What these figures mean, and what changed because of them: [FINDINGS.md](../FINDINGS.md)."]
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ class Settings:
     contracts_dir: Path
     lake_uri: str
     lancedb_uri: str
-    model: str = DEFAULT_MODEL
+    canary_dir: Path | None = None  # labelled search queries (default data/canary)
+    models_dir: Path | None = None  # where `model train` writes fine-tuned models (default data/models)
+    model: str = DEFAULT_MODEL  # the model an empty registry starts serving (later: `embedding-assets model`)
     embedder: str = "sentence-transformers"
     device: str = "auto"
     batch_size: int = 0  # 0: 64 on CPU, 256 on CUDA
@@ -40,6 +43,9 @@ class Settings:
     landing_settle_s: float = 5.0  # a file changed less than this long ago may still be being written
     sensor_interval_s: int = 30  # the landing sensor's minimum interval between ticks
     max_run_attempts: int = 3  # the sensor re-requests a failed batch's run this many times in all
+    model_retention_h: float = 48.0  # a model that stopped serving is kept (and built) this long for rollback
+    promote_recall_tolerance: float = 0.01  # promote needs canary recall@10 >= serving's minus this
+    promote_mrr_tolerance: float = 0.01  # ... and MRR@10 >= serving's minus this
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,6 +56,8 @@ class Settings:
             "contracts_dir": Path(_env("EA_CONTRACTS_DIR", str(base.contracts_dir))).resolve(),
             "lake_uri": _env("EA_LAKE_URI", base.lake_uri),
             "lancedb_uri": _env("EA_LANCEDB_URI", base.lancedb_uri),
+            "canary_dir": Path(_env("EA_CANARY_DIR", str(base.canary_dir))).resolve(),
+            "models_dir": Path(_env("EA_MODELS_DIR", str(base.models_dir))).resolve(),
         }
         knobs = {f.name: os.environ.get(f"EA_{f.name.upper()}", "").strip() for f in fields(cls)}
         knobs["embedder"] = os.environ.get("EA_EMBEDDER", "").strip()
@@ -65,16 +73,35 @@ class Settings:
             contracts_dir=root / "contracts",
             lake_uri=str(root / "lake"),
             lancedb_uri=str(root / "lancedb"),
+            canary_dir=root / "canary",
+            models_dir=root / "models",
         )
         return base.with_overrides(**overrides)
 
     def with_overrides(self, **values: Any) -> Settings:
         """These settings with some replaced; text values are converted to each field's type."""
-        types = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        types = {
+            f.name: Path if f.name.endswith("_dir") else type(getattr(self, f.name)) for f in fields(self)
+        }
         unknown = set(values) - set(types)
         if unknown:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
-        return replace(self, **{k: v if isinstance(v, types[k]) else types[k](v) for k, v in values.items()})
+        converted: dict[str, Any] = {
+            k: v if isinstance(v, types[k]) else types[k](v) for k, v in values.items()
+        }
+        return replace(self, **converted)
+
+    @property
+    def canary(self) -> Path:
+        return self.canary_dir or self.data_dir / "canary"
+
+    @property
+    def models(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(hours=self.model_retention_h)
 
     def dagster_home(self) -> Path:
         return Path(_env("DAGSTER_HOME", str(self.data_dir / "dagster"))).resolve()

@@ -69,6 +69,14 @@ def _digest_step(digest: hashlib._Hash, partition: str, version: str) -> None:
     digest.update(f"{partition}={version}\n".encode())
 
 
+def versions_digest(versions: Mapping[str, str]) -> str:
+    """One version for a set of partitions' data versions."""
+    digest = hashlib.sha256()
+    for name in sorted(versions):
+        _digest_step(digest, name, versions[name])
+    return digest.hexdigest()
+
+
 def earlier_version(versions: Mapping[str, str], partition: str) -> str:
     """One version for the data versions of all partitions that sort before ``partition``."""
     digest = hashlib.sha256()

@@ -89,10 +89,23 @@ def lake_snapshot(root: Path) -> dict[str, pl.DataFrame]:
     return out
 
 
+HASHING = "hashing-embedder-v1"  # the registry name of the test embedder, the default in tests
+MODEL_ASSETS = ("gold_chunks", "embeddings", "vector_index")
+
+
+def partition_of(key: str, batch: str, model: str = HASHING) -> str:
+    """The partition of ``key`` for a batch: ``batch|model`` for the assets built per model."""
+    from embedding_assets.defs.keys import batch_model
+
+    return batch_model(batch, model) if key in MODEL_ASSETS and "|" not in batch else batch
+
+
 def materializations(
     instance: dg.DagsterInstance, key: str, partition: str | None = None
 ) -> list[dg.AssetMaterialization]:
-    """Every materialisation of ``key`` (or of one partition), oldest first."""
+    """Every materialisation of ``key`` (or of one partition; a batch means the default model's
+    partition of that batch for the assets built per model), oldest first."""
+    partition = partition_of(key, partition) if partition else None
     result = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=dg.AssetKey.from_user_string(key), asset_partitions=[partition] if partition else None
@@ -139,24 +152,66 @@ def open_index(
     return Index(table, IndexWriter(table, ann_min_rows=ann_min_rows), IndexReader(table))
 
 
-def materialise_batch(
-    pipeline: PipelineResource, instance: dg.DagsterInstance, batch: str, tags: dict[str, str] | None = None
+@dataclass
+class BatchRuns:
+    """The runs of one batch's whole graph: its batch run, then one run per active model."""
+
+    results: list[dg.ExecuteInProcessResult]
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    def get_asset_materialization_events(self) -> list[Any]:
+        return [e for r in self.results for e in r.get_asset_materialization_events()]
+
+
+def materialise(
+    pipeline: PipelineResource, instance: dg.DagsterInstance, partition: str, shape: str
 ) -> dg.ExecuteInProcessResult:
-    """A run of one batch's whole graph, as the UI's "Materialize all" or a backfill launches it."""
+    """One run of a partition's assets: a batch's (``batch``), a batch and model's
+    (``batch_model``) or a model's evaluation (``model``)."""
     from embedding_assets.defs.factory import build_defs, materialisable_keys
 
     defs = build_defs(Path(pipeline.contracts_dir or ""), pipeline)
-    job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(
+    return defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance,
-        partition_key=batch,
-        asset_selection=materialisable_keys(list(defs.assets or [])),
+        partition_key=partition,
+        asset_selection=materialisable_keys(list(defs.assets or []), shape),
         raise_on_error=False,
-        tags=tags or {},
     )
 
 
-def memo_of(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+def materialise_batch(
+    pipeline: PipelineResource, instance: dg.DagsterInstance, batch: str, tags: dict[str, str] | None = None
+) -> BatchRuns:
+    """The runs of one batch's whole graph, as a backfill from the UI's "Materialize all" launches
+    them: up to gold/documents, then the chunks, vectors and index of every active model."""
+    from embedding_assets.defs.factory import build_defs, materialisable_keys
+    from embedding_assets.defs.keys import batch_model
+    from embedding_assets.defs.models import register_models
+
+    register_models(instance, pipeline.ensure_registry())
+    defs = build_defs(Path(pipeline.contracts_dir or ""), pipeline)
+    job = defs.resolve_implicit_global_asset_job_def()
+    partitions = [(batch, "batch")] + [
+        (batch_model(batch, s.name), "batch_model") for s in pipeline.active_models()
+    ]
+    results = []
+    for partition, shape in partitions:
+        results.append(job.execute_in_process(
+            instance=instance,
+            partition_key=partition,
+            asset_selection=materialisable_keys(list(defs.assets or []), shape),
+            raise_on_error=False,
+            tags=tags or {},
+        ))  # fmt: skip
+        if not results[-1].success:
+            break
+    return BatchRuns(results)
+
+
+def memo_of(result: Any) -> dict[str, str]:
     """{asset: "rebuilt" or "kept"} for every materialisation of a run."""
     return {
         e.asset_key.to_user_string(): str(e.step_materialization_data.materialization.metadata["memo"].value)

@@ -18,16 +18,28 @@ def test_definitions_module_loads_sample_contracts(monkeypatch) -> None:  # type
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     for source in ("helpdesk", "catalog", "guides"):
         assert {f"landing_{source}", f"bronze_{source}", f"silver_{source}", f"quarantine_{source}"} <= keys
-    assert {"gold_documents", "gold_chunks", "embeddings", "vector_index"} <= keys
+    assert {"gold_documents", "gold_chunks", "embeddings", "vector_index", "search_index"} <= keys
 
 
-def test_every_asset_but_the_settings_shares_the_batches_partitions() -> None:
-    defs = build_defs(SAMPLE / "contracts")
-    graph = defs.resolve_asset_graph()
-    settings = {"chunker_settings", "embedding_model", "index_settings"}
+def test_partitions_are_batches_then_batch_and_model_then_model() -> None:
+    """Landing to gold/documents by batch; chunks, vectors and index by batch and model (a
+    candidate is a column of shadow partitions); a model's whole index by model."""
+    graph = build_defs(SAMPLE / "contracts").resolve_asset_graph()
+    batches, models = (
+        dg.DynamicPartitionsDefinition(name="batches"),
+        dg.DynamicPartitionsDefinition(name="models"),
+    )
+    by_model = {"gold_chunks", "embeddings", "vector_index"}
     for key in graph.get_all_asset_keys():
-        unpartitioned = key.to_user_string() in settings or key.to_user_string().startswith("contract_")
-        expected = None if unpartitioned else dg.DynamicPartitionsDefinition(name="batches")
+        name = key.to_user_string()
+        if name in ("index_settings", "canary_queries") or name.startswith("contract_"):
+            expected = None
+        elif name in ("chunker_settings", "embedding_model", "search_index"):
+            expected = models
+        elif name in by_model:
+            expected = dg.MultiPartitionsDefinition({"batch": batches, "model": models})
+        else:
+            expected = batches
         assert graph.get(key).partitions_def == expected, key
 
 
@@ -73,6 +85,7 @@ def test_blocking_checks_and_sensor_are_declared() -> None:
         "snapshot_deletions",
         "vectors_valid",
         "embedding_failures",
+        "canary_regression",
     }
     assert dg.AssetCheckKey(dg.AssetKey("vector_index"), "index_matches_gold") in graph.asset_check_keys
     sensor = defs.resolve_sensor_def("landing_sensor")

@@ -23,6 +23,7 @@ from embedding_assets_tests.conftest import (
     materialise_batch,
     materialization_count,
     open_index,
+    partition_of,
 )
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,9 @@ def _embedded(instance: dg.DagsterInstance) -> list[int]:
 
 def _latest_metadata(instance: dg.DagsterInstance, key: str, batch: str) -> dict[str, object]:
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_user_string(key), asset_partitions=[batch]),
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey.from_user_string(key), asset_partitions=[partition_of(key, batch)]
+        ),
         limit=1,
         ascending=False,
     ).records
@@ -83,7 +86,8 @@ def test_one_edited_document_reembeds_exactly_its_changed_chunks(
     text = guide.read_text()
     guide.write_text(text.rstrip() + "\n\nAfter a firmware update, re-pair the remote before you test it.\n")
     summary = sync(instance, pipeline, echo=_quiet)
-    assert summary.ok and summary.runs == 1
+    # one run per shape: the batch to gold/documents, its model partition, the model's evaluation
+    assert summary.ok and dict(summary.runs_by) == {"batch": 1, "batch_model": 1, "model": 1}
     new_chunks = _gold_chunks(root, B2)
     changed = new_chunks.join(old_chunks, on=["chunk_id", "chunk_hash"], how="anti").height
     assert changed >= 1
@@ -161,27 +165,34 @@ def test_out_of_order_backfill_never_overwrites_newer_content(
     assert index_snapshot(root).equals(index)
 
 
-def test_a_new_model_gets_its_own_table_and_switching_back_embeds_nothing(
+def test_a_new_model_is_a_candidate_built_as_a_shadow_in_its_own_table(
     root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance
 ) -> None:
+    from embedding_assets.defs.lifecycle import add_model
+    from embedding_assets.defs.models import list_models
+
     assert sync(instance, pipeline, echo=_quiet).ok
     first = index_snapshot(root)
-    other = make_pipeline(root, model="other-model")
-    switched = sync(instance, other, echo=_quiet)
-    assert switched.ok
-    assert switched.totals["chunks_embedded"] == 337 and switched.totals["chunks_reused"] == 1
-    # The same tokenizer and maximum length split alike: nothing upstream of the vectors is rebuilt.
-    assert materialization_count(instance, "gold_chunks") == 2
+    # Setting EA_MODEL to another model switches nothing: sync says so and runs nothing.
+    configured = sync(instance, make_pipeline(root, model="other-model"), echo=_quiet)
+    assert configured.ok and configured.runs == 0
+    assert any("EA_MODEL=other-model is not the serving model" in n for n in configured.notes)
+    before = len(_embedded(instance))
+    added = add_model(instance, pipeline, "other-model", echo=_quiet)
+    assert added.spec.name == "hashing-other-model" and added.build is not None
+    assert not added.build.failed and len(added.build.partitions) == 2
+    assert sum(_embedded(instance)[before:]) == 337  # the shadow: every live chunk, for the new model
     db = lancedb.connect(str(root / "lancedb"))
     assert sorted(db.list_tables().tables) == ["chunks__hashing_embedder_v1", "chunks__hashing_other_model"]
     second = index_snapshot(root, "hashing-other-model")
     assert second["chunk_id"].to_list() == first["chunk_id"].to_list()
     assert not second["vector"].equals(first["vector"])  # never mixed: each table has its model's vectors
-    assert index_snapshot(root).equals(first)
-    back = sync(instance, pipeline, echo=_quiet)
-    # one run per batch: embeddings (all from the cache) and the index are rebuilt
-    assert back.ok and back.runs == 2 and back.totals["chunks_embedded"] == 0
-    assert index_snapshot(root).equals(first)
+    assert index_snapshot(root).equals(first)  # search still reads the serving model's table
+    rows = {r.name: r for r in list_models(pipeline)}
+    assert rows["hashing-embedder-v1"].role == "serving" and rows["hashing-other-model"].role == "candidate"
+    assert rows["hashing-other-model"].complete and rows["hashing-other-model"].rows == first.height
+    again = sync(instance, pipeline, echo=_quiet)
+    assert again.ok and again.runs == 0  # both models are built: nothing to do
 
 
 def test_a_failed_run_in_an_older_partition_is_picked_up_again(
@@ -249,7 +260,8 @@ def test_too_many_failures_block_the_batch(
 ) -> None:
     monkeypatch.setenv(faults.ENV, "embed.encode=raise-if:e")  # nearly every chunk fails
     summary = sync(instance, make_pipeline(root, retry_attempts=1), echo=_quiet)
-    assert not summary.ok and set(summary.blocked) == {B1, B2}
+    # the model partitions are blocked (their batches' runs, up to gold/documents, are fine)
+    assert not summary.ok and set(summary.blocked) == {partition_of("vector_index", b) for b in (B1, B2)}
     assert materialization_count(instance, "vector_index") == 0
 
 
@@ -267,7 +279,9 @@ def test_reconciliation_reports_drift_and_repair_fixes_it(
     # Re-materialising one index partition runs the reconciliation check, which names the drift.
     job = build_defs(root / "contracts", pipeline).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
-        instance=instance, partition_key=B2, asset_selection=[dg.AssetKey("vector_index")]
+        instance=instance,
+        partition_key=partition_of("vector_index", B2),
+        asset_selection=[dg.AssetKey("vector_index")],
     )
     check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "index_matches_gold")
     assert not check.passed
@@ -275,7 +289,10 @@ def test_reconciliation_reports_drift_and_repair_fixes_it(
     report = repair_index(instance, pipeline)
     assert len(report.before.missing) == missing and len(report.before.stale) == 1
     assert report.after.ok and report.embedded == 0
-    assert index_snapshot(root).drop("_rowid", strict=False).equals(clean.drop("_rowid", strict=False))
+    repaired = index_snapshot(root).drop("_rowid", strict=False)
+    # The same rows and vectors; a repaired row's lineage names the gold/chunks version it was read at.
+    assert repaired.drop("gold_version").equals(clean.drop("_rowid", "gold_version", strict=False))
+    assert (repaired["gold_version"] >= clean["gold_version"]).all()
     observed = instance.fetch_observations(dg.AssetKey("vector_index"), limit=5).records
     assert observed and observed[0].asset_observation.metadata["chunks_written"].value == missing + 1  # type: ignore[union-attr]
 
@@ -321,7 +338,12 @@ def test_dry_run_forecast_matches_what_sync_then_does(
     root: Path, pipeline: PipelineResource, instance: dg.DagsterInstance
 ) -> None:
     fresh = forecast(instance, pipeline)
-    assert [b.batch for b in fresh.batches] == [B1, B2]
+    assert [b.batch for b in fresh.batches] == [
+        B1,
+        B2,
+        partition_of("embeddings", B1),
+        partition_of("embeddings", B2),
+    ]
     assert fresh.chunks_to_embed == 337 and fresh.chunks_reused == 1
     assert materialization_count(instance, "bronze_helpdesk") == 0 and not (root / "lake").exists()
     assert instance.get_dynamic_partitions("batches") == []  # nothing registered either
@@ -335,9 +357,14 @@ def test_dry_run_forecast_matches_what_sync_then_does(
     csv.write_text(csv.read_text().replace("Known issue", "Known problem", 1))
     plan = {b.batch: b for b in forecast(instance, pipeline).batches}
     assert plan[B1].rebuilt == ["bronze_helpdesk", "quarantine_helpdesk", "silver_helpdesk"]
-    assert "embeddings" in plan[B2].rebuilt and sum(b.chunks_to_embed for b in plan.values()) == 1
+    assert (
+        "embeddings" in plan[partition_of("embeddings", B2)].rebuilt
+        and sum(b.chunks_to_embed for b in plan.values()) == 1
+    )
     assert "estimated embedding time" in forecast(instance, pipeline).render()
     done = sync(instance, pipeline, echo=_quiet)
     assert done.totals["chunks_embedded"] == 1
-    assert {k for k, n in done.rebuilt.items() if n} == {*plan[B1].rebuilt, *plan[B2].rebuilt}
+    assert {k for k, n in done.rebuilt.items() if n} == {k for b in plan.values() for k in b.rebuilt} | {
+        "search_index"
+    }
     assert _embedded(instance)[-1] == 1

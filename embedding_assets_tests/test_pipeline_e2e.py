@@ -15,13 +15,16 @@ from embedding_assets.defs.sync import sync
 from embedding_assets.embed.embedder import HashingEmbedder
 from embedding_assets.ingest.landing import LandingBatch
 from embedding_assets_tests.conftest import (
+    HASHING,
     Index,
     lake_snapshot,
     make_pipeline,
+    materialise,
     materialise_batch,
     materialization_count,
     memo_of,
     open_index,
+    partition_of,
     table_versions,
 )
 
@@ -47,7 +50,8 @@ def test_sync_builds_every_layer_and_applies_updates_and_deletes(
 ) -> None:
     summary = sync(instance, pipeline, echo=_quiet)
     assert summary.ok, summary.render()
-    assert summary.runs == 2 and summary.new_batches == [B1, B2]
+    assert dict(summary.runs_by) == {"batch": 2, "batch_model": 2, "model": 1}
+    assert summary.new_batches == [B1, B2]
     assert summary.totals["rows_read"] == 302 and summary.totals["rows_quarantined"] == 2
     assert summary.reconciliation.startswith("ok")
 
@@ -130,7 +134,8 @@ def test_materialising_an_unchanged_partition_commits_nothing_and_keeps_its_vers
 
 def _data_version(instance: dg.DagsterInstance, key: str, batch: str) -> str:
     record = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[batch]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition_of(key, batch)]),
+        limit=1,
     ).records[0]
     return record.asset_materialization.tags["dagster/data_version"]  # type: ignore[union-attr,index]
 
@@ -143,7 +148,8 @@ def test_a_new_instance_over_an_existing_lake_rebuilds_by_reading_and_commits_no
     (tmp_path / "wiped").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "wiped")) as wiped:
         summary = sync(wiped, pipeline, echo=_quiet)
-    assert summary.ok and summary.runs == 2 and summary.totals["chunks_embedded"] == 0
+    assert summary.ok and summary.runs_by["batch"] == 2 and summary.runs_by["batch_model"] == 2
+    assert summary.totals["chunks_embedded"] == 0
     assert table_versions(root) == versions
     assert _index_rows(root).equals(index)
 
@@ -194,7 +200,7 @@ def test_one_changed_document_reembeds_only_its_chunks(
     assert "found the manual" in doc["text"][0]
 
 
-def test_landing_sensor_registers_observes_and_asks_for_one_run_per_changed_batch(
+def test_landing_sensor_registers_observes_and_asks_for_the_runs_of_a_changed_batch(
     root: Path,
     pipeline: PipelineResource,
     instance: dg.DagsterInstance,
@@ -221,11 +227,16 @@ def test_landing_sensor_registers_observes_and_asks_for_one_run_per_changed_batc
 
     first = tick()
     assert "refused batch folder 'helpdesk/bad..batch': contains '..'" in capfd.readouterr().err
-    assert first.dynamic_partitions_requests[0].partition_keys == [B1, B2]  # type: ignore[union-attr]
+    added = [(r.partitions_def_name, r.partition_keys) for r in first.dynamic_partitions_requests]  # type: ignore[union-attr]
+    assert added == [("batches", [B1, B2]), ("models", [HASHING])]
     assert [r.partition_key for r in first.run_requests] == [B1, B2]  # type: ignore[union-attr]
-    assert len(first.run_requests[0].asset_selection) == 13  # the batch's whole graph  # type: ignore[arg-type]
+    assert len(first.run_requests[0].asset_selection) == 10  # the batch's graph up to gold/documents  # type: ignore[arg-type]
     assert "new landing_helpdesk" in first.run_requests[0].tags["ea/reason"]  # type: ignore[index]
-    landing = {(e.asset_key.to_user_string(), e.partition) for e in first.asset_events if e.partition}
+    landing = {
+        (e.asset_key.to_user_string(), e.partition)
+        for e in first.asset_events
+        if e.partition and e.asset_key.to_user_string().startswith("landing_")
+    }
     assert len(landing) == 6 and len(hashed) == 6
 
     sync(instance, pipeline, echo=_quiet)
@@ -236,11 +247,19 @@ def test_landing_sensor_registers_observes_and_asks_for_one_run_per_changed_batc
     csv.write_text(csv.read_text().replace("Known issue", "Known problem", 1))
     changed = tick()
     assert hashed == [f"catalog/{B2}"]
-    assert [(r.partition_key, len(r.asset_selection)) for r in changed.run_requests] == [(B2, 13)]  # type: ignore[union-attr,arg-type]
+    assert [(r.partition_key, len(r.asset_selection)) for r in changed.run_requests] == [(B2, 10)]  # type: ignore[union-attr,arg-type]
     assert changed.run_requests[0].tags["ea/reason"] == "changed landing_catalog"  # type: ignore[union-attr]
     assert not changed.dynamic_partitions_requests
     assert tick().run_requests == []  # asked once: the cursor moved on
-    assert materialise_batch(pipeline, instance, B2).success  # the run the sensor asked for
+    # Each run the sensor asks for, done, leads to the next: the batch, its model run, the evaluation.
+    assert materialise(pipeline, instance, B2, "batch").success
+    model_run = tick().run_requests
+    assert [(r.partition_key, len(r.asset_selection)) for r in model_run] == [(f"{B2}|{HASHING}", 3)]  # type: ignore[union-attr,arg-type]
+    assert model_run[0].tags["ea/reason"] == "gold_documents changed"  # type: ignore[index]
+    assert materialise(pipeline, instance, f"{B2}|{HASHING}", "batch_model").success
+    assert [r.partition_key for r in tick().run_requests] == [HASHING]  # type: ignore[union-attr]
+    assert materialise(pipeline, instance, HASHING, "model").success
+    assert tick().run_requests == []
     hashed.clear()
     csv.touch()  # the same bytes, a new mtime: hashed again, but nothing to ask for
     assert tick().run_requests == [] and hashed == [f"catalog/{B2}"]

@@ -36,6 +36,12 @@ def _matches(batch: str, where: Mapping[str, str] | None) -> pl.Expr:
 
 
 @dataclass(frozen=True)
+class Inserted:
+    version: int  # the table's version after the write
+    inserted: int  # rows that were new
+
+
+@dataclass(frozen=True)
 class Written:
     version: int  # the table's version after the write (the current one when nothing was committed;
     # -1 when there is no table: nothing was ever written to it)
@@ -80,15 +86,22 @@ class Lake:
         dt = self.table(table)
         return dt.version() if dt is not None else None
 
-    def scan(self, table: str) -> pl.LazyFrame | None:
+    def scan(self, table: str, version: int | None = None) -> pl.LazyFrame | None:
         if self.table(table) is None:
             return None
-        return pl.scan_delta(self.uri(table))
+        return pl.scan_delta(self.uri(table), version=version)
 
     @_about_table
-    def read(self, table: str, schema: dict[str, pl.DataType], where: pl.Expr | None = None) -> pl.DataFrame:
-        """Rows of a table (all columns of ``schema``, cast to it); empty when the table is missing."""
-        lazy = self.scan(table)
+    def read(
+        self,
+        table: str,
+        schema: Mapping[str, pl.DataType],
+        where: pl.Expr | None = None,
+        version: int | None = None,
+    ) -> pl.DataFrame:
+        """Rows of a table (all columns of ``schema``, cast to it), now or at a Delta ``version``;
+        empty when the table is missing."""
+        lazy = self.scan(table, version)
         if lazy is None:
             return pl.DataFrame(schema=schema)
         if where is not None:
@@ -97,8 +110,16 @@ class Lake:
         cols = [pl.col(c) if c in names else pl.lit(None).alias(c) for c in schema]
         return lazy.select(cols).collect().cast(schema)  # type: ignore[arg-type]
 
-    def read_batch(self, table: str, batch: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-        return self.read(table, schema, pl.col("batch") == batch)
+    def read_batch(
+        self,
+        table: str,
+        batch: str,
+        schema: Mapping[str, pl.DataType],
+        where: Mapping[str, str] | None = None,
+        version: int | None = None,
+    ) -> pl.DataFrame:
+        """One batch's rows (those matching ``where``'s column values too)."""
+        return self.read(table, schema, _matches(batch, where), version)
 
     @_about_table
     def batches_before(
@@ -113,7 +134,7 @@ class Lake:
         earlier = lazy.filter(pl.col("batch") < batch).select("batch").unique().collect()["batch"].sort()
         return lazy.filter(pl.col("batch").is_in(earlier.tail(n).implode())).collect()
 
-    def _ensure(self, table: str, arrow: pa.Table) -> DeltaTable:
+    def _ensure(self, table: str, arrow: pa.Table, partition_by: Sequence[str] = ("batch",)) -> DeltaTable:
         """Open the table, creating it empty first if needed. Creating is the one step where two
         writers could both see 'no table' and then blindly append; an explicit, exclusive create
         (losers get 'already exists') closes that race."""
@@ -121,7 +142,9 @@ class Lake:
         if dt is not None:
             return dt
         try:
-            write_deltalake(self.uri(table), arrow.slice(0, 0), mode="error", partition_by=["batch"])
+            write_deltalake(
+                self.uri(table), arrow.slice(0, 0), mode="error", partition_by=list(partition_by) or None
+            )
         except CommitFailedError:
             pass
         except DeltaError as error:
@@ -172,23 +195,44 @@ class Lake:
         return Written(_retry(write), committed=True)
 
     @_about_table
-    def insert_new(self, table: str, frame: pl.DataFrame, keys: list[str]) -> int:
-        """Append the rows whose ``keys`` are not in the table yet: an idempotent append.
-
-        Two writers racing to append the same rows conflict at commit; the loser retries against
-        the new snapshot and inserts nothing, so there are never duplicates."""
+    def replace(self, table: str, frame: pl.DataFrame, volatile: Sequence[str] = ()) -> Written:
+        """Replace a whole (unpartitioned) table in one atomic commit; the earlier contents stay
+        readable by time travel. Nothing is committed when it holds these rows already."""
+        if same_rows(self.read(table, dict(frame.schema)), frame, volatile):
+            current = self.version(table)
+            return Written(-1 if current is None else current, committed=False)
         arrow = frame.to_arrow()
-        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
 
         def write() -> int:
             checkpoint(f"writing {table}")
-            dt = self.table(table)
-            if dt is None:
-                write_deltalake(self.uri(table), arrow, mode="append", partition_by=["batch"])
-            else:
-                dt.merge(
-                    arrow, predicate=on, source_alias="s", target_alias="t"
-                ).when_not_matched_insert_all().execute()
+            self._ensure(table, arrow, partition_by=())
+            write_deltalake(self.uri(table), arrow, mode="overwrite", schema_mode="overwrite")
             return DeltaTable(self.uri(table)).version()
+
+        return Written(_retry(write), committed=True)
+
+    @_about_table
+    def insert_new(
+        self, table: str, frame: pl.DataFrame, keys: list[str], partition_by: Sequence[str] = ("batch",)
+    ) -> Inserted:
+        """Append the rows whose ``keys`` are not in the table yet: an idempotent append.
+
+        Two writers racing to append the same rows conflict at commit; the loser retries against
+        the new snapshot and inserts nothing, so there are never duplicates. ``inserted`` tells a
+        caller using the keys as a compare-and-set (the registry) whether its rows went in."""
+        arrow = frame.to_arrow()
+        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+
+        def write() -> Inserted:
+            checkpoint(f"writing {table}")
+            dt = self._ensure(table, arrow, partition_by)
+            metrics = (
+                dt.merge(arrow, predicate=on, source_alias="s", target_alias="t")
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return Inserted(
+                DeltaTable(self.uri(table)).version(), int(metrics.get("num_target_rows_inserted", 0))
+            )
 
         return _retry(write)

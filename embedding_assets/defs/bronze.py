@@ -59,7 +59,9 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         )  # fmt: skip
         fault_point("bronze.before_write")
         version = (
-            lake.insert_new(table, rows, bronze_lib.BRONZE_KEYS) if rows is not None else lake.version(table)
+            lake.insert_new(table, rows, bronze_lib.BRONZE_KEYS).version
+            if rows is not None
+            else lake.version(table)
         )
         fault_point("bronze.after_write")
         held = (

@@ -15,9 +15,9 @@ from embedding_assets.core.lake import Lake
 from embedding_assets.core.retry import Backoff
 from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.failures import classified
-from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, batches
+from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, batch_models
 from embedding_assets.defs.memo import RETRY_DEAD_LETTERS_TAG, Consumes, Memo, consumed_versions
-from embedding_assets.defs.resources import EMBEDDING_MODEL, PipelineResource
+from embedding_assets.defs.resources import EMBEDDING_MODEL, MODEL_SETTINGS, PipelineResource
 from embedding_assets.embed.drift import centroid_drift
 from embedding_assets.embed.encode import (
     CACHE_SCHEMA,
@@ -28,14 +28,14 @@ from embedding_assets.embed.encode import (
     embeddings_version,
     vector_problems,
 )
+from embedding_assets.embed.registry import ModelSpec
 from embedding_assets.gold.chunking import CHUNK_SCHEMA
-from embedding_assets.memo import Previous
 from embedding_assets.refine.report import CheckOutcome
 
 EMBEDDINGS_CODE = "embeddings-1"
 DEAD_LETTER_TABLE = "deadletter/embeddings"
 EMBEDDING_DEVICE_POOL = "embedding_device"
-CONSUMES = Consumes(assets=(GOLD_CHUNKS,), settings=(EMBEDDING_MODEL,))
+CONSUMES = Consumes(shape="batch_model", assets=(GOLD_CHUNKS,), settings=(EMBEDDING_MODEL,))
 CHECKS = [
     ("vectors_valid", True, "Vectors are finite, of the model's dimension and unit norm."),
     ("embedding_failures", True, "Chunks that failed permanently (dead-lettered) stay under the allowed rate."),
@@ -74,11 +74,12 @@ def embedding_checks(
     ]  # fmt: skip
 
 
-def embed_batch(lake: Lake, pipeline: PipelineResource, batch: str) -> EmbedResult:
-    """The batch's vectors: cached ones reused, the rest encoded; permanent failures dead-lettered."""
-    embedder, settings = pipeline.embedder(), pipeline.settings()
-    of_model = pl.col("model_id") == embedder.model_id
-    chunks = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA)
+def embed_batch(lake: Lake, pipeline: PipelineResource, batch: str, spec: ModelSpec) -> EmbedResult:
+    """The batch's vectors for one model: cached ones reused, the rest encoded; permanent
+    failures dead-lettered."""
+    embedder, settings = pipeline.embedder(spec), pipeline.settings()
+    of_model = pl.col("model_id") == spec.model_id
+    chunks = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA, {"model": spec.name})
     cache = lake.read(
         "embeddings", CACHE_SCHEMA, of_model & pl.col("chunk_hash").is_in(chunks["chunk_hash"].implode())
     )
@@ -97,48 +98,53 @@ def retry_reason(context: dg.AssetExecutionContext, lake: Lake, batch: str, mode
     return f"retrying {dead} dead-lettered chunks" if dead else None
 
 
+def checks_of(
+    lake: Lake, pipeline: PipelineResource, result: EmbedResult, batch: str, spec: ModelSpec
+) -> tuple[list[CheckOutcome], dict[str, float]]:
+    """The batch's embedding checks, and its centroid drift per source against earlier batches."""
+    contracts = pipeline.contracts()
+    n_ref = max((c.quality.drift.reference_batches for c in contracts.values()), default=4)
+    reference = lake.batches_before(
+        "embeddings", batch, n_ref, EMBEDDING_SCHEMA, pl.col("model_id") == spec.model_id
+    )
+    drift = centroid_drift(result.frame, reference)
+    return embedding_checks(result, spec.dimension, drift, contracts, pipeline.settings()), drift
+
+
 @dg.asset(
     key=EMBEDDINGS,
-    deps=CONSUMES.deps(),
-    partitions_def=batches,
+    deps=CONSUMES.deps(MODEL_SETTINGS),
+    partitions_def=batch_models,
     group_name="embeddings",
     pool=EMBEDDING_DEVICE_POOL,
     kinds={"delta", "pytorch"},
     code_version=EMBEDDINGS_CODE,
     check_specs=[
-        dg.AssetCheckSpec(n, asset=EMBEDDINGS, blocking=b, partitions_def=batches, description=d)
+        dg.AssetCheckSpec(n, asset=EMBEDDINGS, blocking=b, partitions_def=batch_models, description=d)
         for n, b, d in CHECKS
     ],
     retry_policy=STEP_RETRY,
 )
 @classified
 def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
-    """Sentence-transformers vectors of the batch's chunks; cached vectors are reused by
-    (chunk_hash, model_id) from any partition, so only new text is embedded. Chunks that fail
-    permanently go to ``deadletter/embeddings`` and the rest of the batch carries on."""
-    lake, batch, info = pipeline.lake(), context.partition_key, pipeline.model_info()
-    consumed = consumed_versions(context.instance, CONSUMES, batch, pipeline.setting_versions())
-    memo = Memo(context, consumed, force=retry_reason(context, lake, batch, info.model_id))
-
-    def present(_: dg.AssetKey, previous: Previous) -> bool:
-        return lake.count("embeddings", batch, {"model_id": info.model_id}) == previous.row_count
-
-    decision = memo.decide(present)
+    """One model's vectors of the batch's chunks; cached vectors are reused by (chunk_hash,
+    model_id) from any partition, so only new text is embedded. Chunks that fail permanently go to
+    ``deadletter/embeddings`` and the rest of the batch carries on."""
+    lake, (batch, spec) = pipeline.lake(), pipeline.partition_spec(context.partition_key)
+    where = {"model_id": spec.model_id}
+    consumed = consumed_versions(
+        context.instance, CONSUMES, context.partition_key, pipeline.model_setting_versions(spec)
+    )
+    memo = Memo(context, consumed, force=retry_reason(context, lake, batch, spec.model_id))
+    decision = memo.decide(lambda _, previous: lake.count("embeddings", batch, where) == previous.row_count)
     if decision.skip:
         yield from memo.kept(decision)
         return
-    result = embed_batch(lake, pipeline, batch)
-    where = {"model_id": info.model_id}
+    result = embed_batch(lake, pipeline, batch, spec)
     written = lake.overwrite_batch("embeddings", result.frame, batch, where, volatile=["embedded_at"])
     dead = lake.overwrite_batch(DEAD_LETTER_TABLE, result.dead_letter, batch, where, volatile=["failed_at"])
     fault_point("embed.after_write")
-    contracts = pipeline.contracts()
-    n_ref = max((c.quality.drift.reference_batches for c in contracts.values()), default=4)
-    reference = lake.batches_before(
-        "embeddings", batch, n_ref, EMBEDDING_SCHEMA, pl.col("model_id") == info.model_id
-    )
-    drift = centroid_drift(result.frame, reference)
-    checks = embedding_checks(result, pipeline.embedder().dimension, drift, contracts, pipeline.settings())
+    checks, drift = checks_of(lake, pipeline, result, batch, spec)
     metadata = {
         "dagster/row_count": result.frame.height,
         "chunks_total": result.chunks_total,
@@ -150,17 +156,17 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: PipelineResource) ->
         **{f"drift/centroid_distance/{s}": d for s, d in drift.items()},
         "delta_version": written.version,
         "dead_letter_delta_version": dead.version,
-        **provenance(pipeline),
+        **provenance(pipeline, spec),
     }
     yield from memo.built(EMBEDDINGS, embeddings_version(result.frame), metadata, decision, checks)
 
 
-def provenance(pipeline: PipelineResource) -> dict[str, str]:
+def provenance(pipeline: PipelineResource, spec: ModelSpec) -> dict[str, str]:
     """What produced the vectors: enough, with the Delta and LanceDB versions, to reproduce them."""
-    info = pipeline.model_info()
     return {
-        "model_id": info.model_id,
-        "model_revision": info.revision,
-        "device": pipeline.embedder().device,
-        "chunker": pipeline.chunker_settings(info).describe(),
+        "model": spec.name,
+        "model_id": spec.model_id,
+        "model_revision": spec.revision,
+        "device": pipeline.embedder(spec).device,
+        "chunker": pipeline.chunker_settings(spec).describe(),
     }

@@ -13,26 +13,48 @@ from embedding_assets.contracts.load import read_contracts
 from embedding_assets.contracts.model import Contract
 from embedding_assets.defs.bronze import bronze_asset
 from embedding_assets.defs.embed import embeddings
+from embedding_assets.defs.evaluate import search_index
 from embedding_assets.defs.gold import gold_chunks, gold_documents_asset
 from embedding_assets.defs.index import index_matches_gold, vector_index
+from embedding_assets.defs.keys import batch_models, batches, models
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sensors import build_landing_sensor
 from embedding_assets.defs.silver import silver_asset
-from embedding_assets.defs.sources import landing_source, settings_source
+from embedding_assets.defs.sources import landing_source, model_setting_sources, settings_source
 
 
 def build_assets(
     contracts: dict[str, Contract], held: Sequence[str] = ()
 ) -> list[dg.AssetsDefinition | dg.SourceAsset]:
-    assets: list[dg.AssetsDefinition | dg.SourceAsset] = [settings_source(contracts)]
+    assets: list[dg.AssetsDefinition | dg.SourceAsset] = [
+        settings_source(contracts),
+        *model_setting_sources(),
+    ]
     for contract in contracts.values():
         assets += [landing_source(contract), bronze_asset(contract), silver_asset(contract)]
-    return [*assets, gold_documents_asset(contracts, held), gold_chunks, embeddings, vector_index]
+    return [
+        *assets,
+        gold_documents_asset(contracts, held),
+        gold_chunks,
+        embeddings,
+        vector_index,
+        search_index,
+    ]
 
 
-def materialisable_keys(assets: Sequence[object]) -> list[dg.AssetKey]:
-    """Every asset a batch's run selects: its whole graph (the memoised assets skip what is current)."""
-    found = (k for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_materializable for k in a.keys)
+SHAPES = {"batch": batches, "batch_model": batch_models, "model": models}
+
+
+def materialisable_keys(assets: Sequence[object], shape: str = "batch") -> list[dg.AssetKey]:
+    """Every asset a run of one partition shape selects: a batch's graph up to gold/documents, a
+    batch and model's chunks, vectors and index, or a model's evaluation (the memoised assets skip
+    what is current)."""
+    found = (
+        k
+        for a in assets
+        if isinstance(a, dg.AssetsDefinition) and a.is_materializable and a.partitions_def == SHAPES[shape]
+        for k in a.keys
+    )
     return sorted(found, key=lambda k: k.to_user_string())
 
 
@@ -44,7 +66,14 @@ def build_defs(contracts_dir: Path, pipeline: PipelineResource | None = None) ->
     return dg.Definitions(
         assets=assets,
         asset_checks=[index_matches_gold],
-        sensors=[build_landing_sensor(contracts, materialisable_keys(assets), interval, found.problems)],
+        sensors=[
+            build_landing_sensor(
+                contracts,
+                {shape: materialisable_keys(assets, shape) for shape in SHAPES},
+                interval,
+                found.problems,
+            )
+        ],
         resources={"pipeline": pipeline or PipelineResource(contracts_dir=str(contracts_dir))},
         # One process per run: the model and tokenizer load once per run instead of once per step,
         # which costs more than the per-source parallelism a multiprocess executor would give.

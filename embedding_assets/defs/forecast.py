@@ -27,17 +27,26 @@ from embedding_assets.defs.gold import (
     documents_consumes,
     tombstones_of,
 )
-from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS, VECTOR_INDEX, layer_key
+from embedding_assets.defs.keys import (
+    EMBEDDINGS,
+    GOLD_CHUNKS,
+    GOLD_DOCUMENTS,
+    VECTOR_INDEX,
+    batch_model,
+    layer_key,
+    split_key,
+)
 from embedding_assets.defs.memo import Consumes, as_previous, partition_versions, previous_record
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.silver import SILVER_CODE, silver_consumes
-from embedding_assets.defs.sync import Options, requests_now
+from embedding_assets.defs.sync import Options, model_runs_now, requests_now
 from embedding_assets.embed.encode import CACHE_SCHEMA, embeddings_version
+from embedding_assets.embed.registry import ModelSpec
 from embedding_assets.gold.chunking import CHUNK_SCHEMA, Chunker, chunk_documents, chunks_version
 from embedding_assets.gold.documents import union_documents, with_metadata_columns
 from embedding_assets.ingest import bronze as bronze_lib
 from embedding_assets.ingest.landing import EMPTY_HASH, read_raw_batch, scan_landing
-from embedding_assets.memo import EARLIER, decide, earlier_version
+from embedding_assets.memo import EARLIER, MISSING, decide, earlier_version
 from embedding_assets.refine.silver import bronze_to_silver, documents_version, quarantine_version
 from embedding_assets.refine.tables import SILVER_SCHEMA
 
@@ -46,7 +55,7 @@ ASSUMED_CHUNKS_PER_S = {"cpu": 50.0, "cuda": 1500.0}
 
 @dataclass
 class BatchForecast:
-    batch: str
+    batch: str  # the run's partition: a batch, or a batch|model
     why: str
     rebuilt: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
@@ -69,6 +78,7 @@ class Predictor:
     settings: Mapping[str, str]
     forecast: BatchForecast
     versions: dict[str, str] = field(default_factory=dict)  # asset key -> its data version after the run
+    partition: str = ""  # the partition judged (default: the batch)
 
     def judge(
         self, keys: list[dg.AssetKey], code: str, consumes: Consumes, extra: Mapping[str, str] = {}
@@ -76,14 +86,18 @@ class Predictor:
         consumed = {
             "code": code,
             **extra,
-            **{k.to_user_string(): self.versions[k.to_user_string()] for k in consumes.assets},
+            **{
+                k.to_user_string(): self.versions[k.to_user_string()]
+                for k in (*consumes.assets, *consumes.batch_assets)
+            },
         }
         consumed |= {name: self.settings[name] for name in consumes.settings}
         for key in consumes.earlier:
             consumed[f"{EARLIER}{key.to_user_string()}"] = earlier_version(
                 partition_versions(self.instance, key), self.batch
             )
-        previous = {k: as_previous(previous_record(self.instance, k, self.batch)) for k in keys}
+        partition = self.partition or self.batch
+        previous = {k: as_previous(previous_record(self.instance, k, partition)) for k in keys}
         rebuild = any(decide(consumed, p, lambda: True).rebuild for p in previous.values())
         for key, p in previous.items():
             (self.forecast.rebuilt if rebuild else self.forecast.kept).append(key.to_user_string())
@@ -132,12 +146,14 @@ class Predictor:
         self.versions[GOLD_DOCUMENTS.to_user_string()] = documents_version(documents)
         return documents
 
-    def chunks(self, documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
+    def chunks(self, documents: pl.DataFrame, chunker: Chunker, model: str) -> pl.DataFrame:
+        where = {"model": model}
         if not self.judge([GOLD_CHUNKS], CHUNKS_CODE, CHUNKS_CONSUMES):
-            return self.lake.read_batch("gold/chunks", self.batch, CHUNK_SCHEMA)
-        chunks = chunk_documents(
-            documents, chunker, self.lake.read_batch("gold/chunks", self.batch, CHUNK_SCHEMA)
+            return self.lake.read_batch("gold/chunks", self.batch, CHUNK_SCHEMA, where)
+        earlier = self.lake.read_batch("gold/chunks", self.batch, CHUNK_SCHEMA).unique(
+            ["chunk_id", "split_hash"]
         )
+        chunks = chunk_documents(documents, chunker, earlier, model)
         self.versions[GOLD_CHUNKS.to_user_string()] = chunks_version(chunks)
         return chunks
 
@@ -157,16 +173,33 @@ class Predictor:
 
 def forecast_batch(
     instance: dg.DagsterInstance, pipeline: PipelineResource, contracts: dict[str, Contract], batch: str,
-    why: str, pending: frozenset[str],
-) -> BatchForecast:  # fmt: skip
-    """What one batch's run would do. ``pending``: chunk hashes that batches before it embed first."""
+    why: str,
+) -> tuple[BatchForecast, str, pl.DataFrame]:  # fmt: skip
+    """What one batch's run would do, and its gold/documents version and rows after it."""
     predictor = Predictor(
         instance, pipeline.lake(), batch, pipeline.setting_versions(contracts), BatchForecast(batch, why)
     )
     landing_dir = pipeline.settings().landing_dir
     silvers = {s: predictor.refine(c, landing_dir) for s, c in contracts.items()}
-    chunks = predictor.chunks(predictor.documents(contracts, silvers), pipeline.chunker())
-    predictor.embeddings(chunks, pipeline.model_info().model_id, pending)
+    documents = predictor.documents(contracts, silvers)
+    return predictor.forecast, predictor.versions.get(GOLD_DOCUMENTS.to_user_string(), MISSING), documents
+
+
+def forecast_model_run(
+    instance: dg.DagsterInstance, pipeline: PipelineResource, spec: ModelSpec, batch: str, why: str,
+    documents: tuple[str, pl.DataFrame], pending: frozenset[str],
+) -> BatchForecast:  # fmt: skip
+    """What one batch's run for one model would do. ``documents``: the batch's gold/documents
+    version and rows as the batch's own run leaves them; ``pending``: chunk hashes that runs before
+    it embed first."""
+    partition = batch_model(batch, spec.name)
+    settings = {**pipeline.setting_versions(), **pipeline.model_setting_versions(spec)}
+    predictor = Predictor(
+        instance, pipeline.lake(), batch, settings, BatchForecast(partition, why),
+        {GOLD_DOCUMENTS.to_user_string(): documents[0]}, partition,
+    )  # fmt: skip
+    chunks = predictor.chunks(documents[1], pipeline.chunker(spec), spec.name)
+    predictor.embeddings(chunks, spec.model_id, pending)
     predictor.judge([VECTOR_INDEX], index_defs.INDEX_CODE, index_defs.CONSUMES)
     return predictor.forecast
 
@@ -208,17 +241,35 @@ class SyncForecast:
 
 
 def forecast(instance: dg.DagsterInstance, pipeline: PipelineResource) -> SyncForecast:
-    """The dry run: the requests ``sync`` would make, each batch played forward in memory."""
+    """The dry run: the runs ``sync`` would launch, each played forward in memory: every batch
+    run, then every active model's run of each batch whose gold may change or that is due anyway."""
     contracts = pipeline.contracts()
     scan = scan_landing(pipeline.settings().landing_dir, contracts)
-    requests, _, _ = requests_now(instance, pipeline, contracts, scan, Options(), {})
-    found, pending = [], frozenset[str]()
+    requests, _, changed = requests_now(instance, pipeline, contracts, scan, Options(), {})
+    state = pipeline.planned_state()
+    active = pipeline.active_models(state)
+    found, documents = [], {}
     for batch in requests.batches:
-        found.append(forecast_batch(instance, pipeline, contracts, batch, requests.why(batch), pending))
-        pending |= found[-1].to_embed
-    return SyncForecast(
-        found, *embedding_rate(instance, pipeline.model_info().model_id, pipeline.settings().device)
-    )
+        run, version, docs = forecast_batch(instance, pipeline, contracts, batch, requests.why(batch))
+        found.append(run)
+        documents[batch] = (version, docs)
+    due, _, _ = model_runs_now(instance, pipeline, active, changed, Options())
+    pending = frozenset[str]()
+    for spec in active:
+        for batch in sorted(
+            {*documents, *(split_key(k)[0] for k in due.batches if split_key(k)[1] == spec.name)}
+        ):
+            key = batch_model(batch, spec.name)
+            why = due.why(key) if key in due.reasons else f"batch {batch} runs first"
+            if batch not in documents:
+                documents[batch] = (partition_versions(instance, GOLD_DOCUMENTS).get(batch, MISSING),
+                                    pipeline.lake().read_batch("gold/documents", batch, GOLD_DOC_SCHEMA))  # fmt: skip
+            run = forecast_model_run(instance, pipeline, spec, batch, why, documents[batch], pending)
+            if run.rebuilt or key in due.reasons:
+                found.append(run)
+                pending |= run.to_embed
+    serving = pipeline.spec(state=state)
+    return SyncForecast(found, *embedding_rate(instance, serving.model_id, pipeline.settings().device))
 
 
 def embedding_rate(instance: dg.DagsterInstance, model_id: str, device: str) -> tuple[float, str]:

@@ -12,10 +12,10 @@ from embedding_assets.core.faults import fault_point
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.failures import classified
-from embedding_assets.defs.keys import GOLD_CHUNKS, GOLD_DOCUMENTS, batches, layer_key
+from embedding_assets.defs.keys import GOLD_CHUNKS, GOLD_DOCUMENTS, batch_models, batches, layer_key
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
-from embedding_assets.defs.resources import CHUNKER_SETTINGS, PipelineResource, contract_key
-from embedding_assets.gold.chunking import CHUNK_SCHEMA, chunk_documents, chunks_version
+from embedding_assets.defs.resources import CHUNKER_SETTINGS, MODEL_SETTINGS, PipelineResource, contract_key
+from embedding_assets.gold.chunking import CHUNK_SCHEMA, Chunker, chunk_documents, chunks_version
 from embedding_assets.gold.documents import (
     GOLD_DOCUMENT_COLUMNS,
     latest_documents,
@@ -23,7 +23,6 @@ from embedding_assets.gold.documents import (
     union_documents,
     with_metadata_columns,
 )
-from embedding_assets.memo import Previous
 from embedding_assets.refine.report import CheckOutcome
 from embedding_assets.refine.silver import documents_version
 from embedding_assets.refine.tables import SILVER_SCHEMA
@@ -130,13 +129,23 @@ def gold_documents_asset(contracts: dict[str, Contract], held: Sequence[str] = (
     return gold_documents
 
 
-CHUNKS_CONSUMES = Consumes(assets=(GOLD_DOCUMENTS,), settings=(CHUNKER_SETTINGS,))
+CHUNKS_CONSUMES = Consumes(shape="batch_model", batch_assets=(GOLD_DOCUMENTS,), settings=(CHUNKER_SETTINGS,))
+
+
+def split_chunks(lake: Lake, chunker: Chunker, batch: str, model: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The batch's chunks for ``model``, and the earlier chunks whose splits it reused: the
+    batch's earlier splits by any model with the same chunker lend themselves (same split hash)."""
+    documents = lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA)
+    previous = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA).unique(
+        ["chunk_id", "split_hash"], keep="first"
+    )
+    return chunk_documents(documents, chunker, previous, model), previous
 
 
 @dg.asset(
     key=GOLD_CHUNKS,
-    deps=CHUNKS_CONSUMES.deps(),
-    partitions_def=batches,
+    deps=CHUNKS_CONSUMES.deps(MODEL_SETTINGS),
+    partitions_def=batch_models,
     group_name="gold",
     kinds={"gold", "delta"},
     code_version=CHUNKS_CODE,
@@ -144,28 +153,24 @@ CHUNKS_CONSUMES = Consumes(assets=(GOLD_DOCUMENTS,), settings=(CHUNKER_SETTINGS,
 )
 @classified
 def gold_chunks(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
-    """Live documents split into chunks with the embedding model's own tokenizer, within its
-    maximum sequence length; a document whose text the same chunker split before keeps its split."""
-    lake, batch = pipeline.lake(), context.partition_key
-    memo = Memo(
-        context, consumed_versions(context.instance, CHUNKS_CONSUMES, batch, pipeline.setting_versions())
+    """Live documents split into chunks with one model's own tokenizer, within its maximum
+    sequence length; a document whose text the same chunker split before keeps its split."""
+    lake, (batch, spec) = pipeline.lake(), pipeline.partition_spec(context.partition_key)
+    where = {"model": spec.name}
+    consumed = consumed_versions(
+        context.instance, CHUNKS_CONSUMES, context.partition_key, pipeline.model_setting_versions(spec)
     )
-
-    def present(_: dg.AssetKey, previous: Previous) -> bool:
-        return lake.count("gold/chunks", batch) == previous.row_count
-
-    decision = memo.decide(present)
+    memo = Memo(context, consumed)
+    decision = memo.decide(lambda _, previous: lake.count("gold/chunks", batch, where) == previous.row_count)
     if decision.skip:
         yield from memo.kept(decision)
         return
-    chunker = pipeline.chunker()
-    documents = lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA)
-    previous = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA)
-    chunks = chunk_documents(documents, chunker, previous)
-    written = lake.overwrite_batch("gold/chunks", chunks, batch)
+    chunker = pipeline.chunker(spec)
+    chunks, previous = split_chunks(lake, chunker, batch, spec.name)
+    written = lake.overwrite_batch("gold/chunks", chunks, batch, where)
     metadata = {
         "dagster/row_count": chunks.height,
-        "documents": documents.height,
+        "documents": chunks["doc_id"].n_unique(),
         "max_tokens": int(chunks["n_tokens"].max() or 0),  # type: ignore[arg-type]
         "mean_tokens": float(chunks["n_tokens"].mean() or 0.0),  # type: ignore[arg-type]
         "documents_split": chunks.join(previous, on=["chunk_id", "split_hash"], how="anti")[
@@ -173,6 +178,7 @@ def gold_chunks(context: dg.AssetExecutionContext, pipeline: PipelineResource) -
         ].n_unique(),
         "token_budget": chunker.settings.budget,
         "chunker": chunker.version,
+        "model": spec.name,
         "delta_version": written.version,
     }
     yield from memo.built(GOLD_CHUNKS, chunks_version(chunks), metadata, decision)

@@ -19,6 +19,7 @@ from embedding_assets.defs.embed import DEAD_LETTER_TABLE
 from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS, VECTOR_INDEX, layer_key
 from embedding_assets.defs.repair import RepairReport, repair_index
 from embedding_assets.defs.resources import PipelineResource
+from embedding_assets.embed.registry import ModelSpec
 
 ACCEPTED = "ea/accepted_delta_version"  # on a restore's observation: the version it accepted
 RECENT = 25  # materialisations read per asset for the highest recorded version
@@ -115,10 +116,10 @@ def restore(
     return f"lake table {table}: {what}. Now run `embedding-assets sync --force` to rebuild what it lost."
 
 
-def index_lost(instance: dg.DagsterInstance, pipeline: PipelineResource) -> bool:
-    """This model's index table was written before (a recent ``vector_index`` materialisation
-    names it), but it is now missing or empty. A model's first table is not lost, only new."""
-    table = pipeline.index_table()
+def index_lost(instance: dg.DagsterInstance, pipeline: PipelineResource, spec: ModelSpec) -> bool:
+    """A model's index table was written before (a recent ``vector_index`` materialisation names
+    it), but it is now missing or empty. A model's first table is not lost, only new."""
+    table = pipeline.index_table(spec)
     records = instance.fetch_materializations(VECTOR_INDEX, limit=RECENT).records
     written = any(
         getattr(r.asset_materialization.metadata.get("table"), "value", None) == table.name
@@ -128,8 +129,11 @@ def index_lost(instance: dg.DagsterInstance, pipeline: PipelineResource) -> bool
     return written and (not table.exists() or table.open().count_rows() == 0)
 
 
-def rebuild_lost_index(instance: dg.DagsterInstance, pipeline: PipelineResource) -> RepairReport | None:
-    """Rebuild a lost index from the embeddings table (nothing is re-embedded that is stored)."""
-    if not index_lost(instance, pipeline):
-        return None
-    return repair_index(instance, pipeline)
+def rebuild_lost_indexes(instance: dg.DagsterInstance, pipeline: PipelineResource) -> dict[str, RepairReport]:
+    """Rebuild every active model's lost index from the embeddings table (nothing that is stored
+    is re-embedded); by model name."""
+    return {
+        spec.name: repair_index(instance, pipeline, spec)
+        for spec in pipeline.active_models()
+        if index_lost(instance, pipeline, spec)
+    }

@@ -2,6 +2,7 @@
 applied, FTS and ANN indexes kept current; and the reconciliation of the index against gold."""
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -13,36 +14,53 @@ from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.embed import DEAD_LETTER_TABLE, provenance
 from embedding_assets.defs.failures import classified
 from embedding_assets.defs.gold import GOLD_DOC_SCHEMA
-from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS, VECTOR_INDEX, batches
+from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS, VECTOR_INDEX, batch_models
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
-from embedding_assets.defs.resources import EMBEDDING_MODEL, INDEX_SETTINGS, PipelineResource
+from embedding_assets.defs.resources import EMBEDDING_MODEL, INDEX_SETTINGS, MODEL_SETTINGS, PipelineResource
 from embedding_assets.embed.encode import DEAD_LETTER_SCHEMA, EMBEDDING_SCHEMA
+from embedding_assets.embed.registry import ModelSpec
 from embedding_assets.gold.chunking import CHUNK_SCHEMA
 from embedding_assets.gold.documents import expected_live_chunks, latest_documents
 from embedding_assets.index.reader import IndexReader
 from embedding_assets.index.repair import ExpectedIndex, reconcile
+from embedding_assets.index.writer import ApplyResult, IndexWriter
 from embedding_assets.memo import Previous
 
-INDEX_CODE = "vector-index-1"
+INDEX_CODE = "vector-index-2"
 CONSUMES = Consumes(
-    assets=(EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS), settings=(EMBEDDING_MODEL, INDEX_SETTINGS)
+    shape="batch_model",
+    assets=(EMBEDDINGS, GOLD_CHUNKS),
+    batch_assets=(GOLD_DOCUMENTS,),
+    settings=(EMBEDDING_MODEL, INDEX_SETTINGS),
 )
 
 
-def index_rows(lake: Lake, batch: str, model_id: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """The batch's chunks with their vectors, its documents, and its dead-lettered chunks."""
-    of_batch_and_model = (pl.col("batch") == batch) & (pl.col("model_id") == model_id)
-    chunks = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA)
+@dataclass(frozen=True)
+class IndexInput:
+    rows: pl.DataFrame  # the batch's chunks for one model, with vector, embedded_at and gold_version
+    documents: pl.DataFrame  # the batch's documents
+    dead: pl.DataFrame  # its dead-lettered chunks
+    gold_version: int  # the gold/chunks Delta version the chunks were read at
+
+
+def index_rows(lake: Lake, batch: str, spec: ModelSpec) -> IndexInput:
+    """The batch's chunks for one model with their vectors and lineage (when each was embedded,
+    and the gold/chunks version they are read at), its documents, and its dead-lettered chunks."""
+    of_batch_and_model = (pl.col("batch") == batch) & (pl.col("model_id") == spec.model_id)
+    gold_version = lake.version("gold/chunks")
+    chunks = lake.read_batch("gold/chunks", batch, CHUNK_SCHEMA, {"model": spec.name}, version=gold_version)
     vectors = lake.read("embeddings", EMBEDDING_SCHEMA, of_batch_and_model)
     dead = lake.read(DEAD_LETTER_TABLE, DEAD_LETTER_SCHEMA, of_batch_and_model)
-    rows = chunks.join(vectors.select("chunk_id", "vector"), on="chunk_id", how="inner")
+    rows = chunks.join(vectors.select("chunk_id", "vector", "embedded_at"), on="chunk_id", how="inner")
     unexplained = chunks.join(rows, on="chunk_id", how="anti").join(dead, on="chunk_id", how="anti")
     if unexplained.height:
         raise dg.Failure(
-            f"{unexplained.height} chunks of batch {batch} have no vector for {model_id}; materialise "
+            f"{unexplained.height} chunks of batch {batch} have no vector for {spec.name}; materialise "
             "embeddings for the batch first", allow_retries=False,
         )  # fmt: skip
-    return rows, lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA), dead
+    version = -1 if gold_version is None else gold_version
+    rows = rows.with_columns(pl.lit(version, dtype=pl.Int64).alias("gold_version"))
+    return IndexInput(rows, lake.read_batch("gold/documents", batch, GOLD_DOC_SCHEMA), dead, version)
 
 
 def newest_versions(lake: Lake, documents: pl.DataFrame) -> pl.DataFrame:
@@ -53,8 +71,8 @@ def newest_versions(lake: Lake, documents: pl.DataFrame) -> pl.DataFrame:
 
 @dg.asset(
     key=VECTOR_INDEX,
-    deps=CONSUMES.deps(),
-    partitions_def=batches,
+    deps=CONSUMES.deps(MODEL_SETTINGS),
+    partitions_def=batch_models,
     group_name="index",
     kinds={"lancedb"},
     code_version=INDEX_CODE,
@@ -62,12 +80,13 @@ def newest_versions(lake: Lake, documents: pl.DataFrame) -> pl.DataFrame:
 )
 @classified
 def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
-    """LanceDB table per model: the batch's chunks upserted by chunk_id (newer updated_at, then
+    """One model's LanceDB table: the batch's chunks upserted by chunk_id (newer updated_at, then
     batch, wins), deleted documents and surplus chunks removed, in one commit; full-text and ANN
     indexes kept current."""
-    lake, batch = pipeline.lake(), context.partition_key
-    writer = pipeline.index_writer()
-    memo = Memo(context, consumed_versions(context.instance, CONSUMES, batch, pipeline.setting_versions()))
+    lake, (batch, spec) = pipeline.lake(), pipeline.partition_spec(context.partition_key)
+    writer = pipeline.index_writer(spec)
+    settings = {**pipeline.setting_versions(), **pipeline.model_setting_versions(spec)}
+    memo = Memo(context, consumed_versions(context.instance, CONSUMES, context.partition_key, settings))
 
     def present(_: dg.AssetKey, previous: Previous) -> bool:
         return previous.row_count == 0 or (writer.table.exists() and writer.table.open().count_rows() > 0)
@@ -76,13 +95,25 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     if decision.skip:
         yield from memo.kept(decision)
         return
-    rows, documents, dead = index_rows(lake, batch, writer.table.model_id)
-    applied = writer.apply_batch(rows, documents, newest_versions(lake, documents))
+    found = index_rows(lake, batch, spec)
+    applied = writer.apply_batch(found.rows, found.documents, newest_versions(lake, found.documents))
     built = writer.ensure_indexes()
-    reader = IndexReader(writer.table)
-    fingerprint = reader.batch_fingerprint(batch)
+    fingerprint = IndexReader(writer.table).batch_fingerprint(batch)
     metadata = {
         "dagster/row_count": fingerprint.height,
+        **index_metadata(writer, applied, built, found),
+        "embeddings_delta_version": lake.version("embeddings") or 0,
+        **provenance(pipeline, spec),
+    }
+    version = sha256_text(frame_hash(fingerprint, ["chunk_id", "chunk_hash"]), spec.model_id)
+    yield from memo.built(VECTOR_INDEX, version, metadata, decision)
+
+
+def index_metadata(
+    writer: IndexWriter, applied: ApplyResult, built: list[str], found: IndexInput
+) -> dict[str, Any]:
+    """What one batch did to the model's table, as materialisation metadata."""
+    return {
         "table": writer.table.name,
         "lancedb_version": writer.table.version(),
         "lancedb_merge_version": applied.table_version,
@@ -92,23 +123,20 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
         "docs_deleted": applied.docs_deleted,
         "chunks_upserted": applied.chunks_upserted,
         "chunks_deleted": applied.chunks_deleted,
-        "chunks_dead_lettered": dead.height,
+        "chunks_dead_lettered": found.dead.height,
         "indexes_built": ",".join(built) or "none",
-        "ann_index": reader.has_ann_index(),
-        "gold_chunks_delta_version": lake.version("gold/chunks") or 0,
-        "embeddings_delta_version": lake.version("embeddings") or 0,
-        **provenance(pipeline),
+        "ann_index": IndexReader(writer.table).has_ann_index(),
+        "gold_chunks_delta_version": found.gold_version,
     }
-    version = sha256_text(frame_hash(fingerprint, ["chunk_id", "chunk_hash"]), writer.table.model_id)
-    yield from memo.built(VECTOR_INDEX, version, metadata, decision)
 
 
-def expected_index(lake: Lake, model_id: str) -> ExpectedIndex:
-    """What the index of ``model_id`` should hold: gold's live chunks, less the dead-lettered ones."""
+def expected_index(lake: Lake, spec: ModelSpec) -> ExpectedIndex:
+    """What a model's index should hold: gold's live chunks, less the dead-lettered ones."""
     live = expected_live_chunks(
-        lake.read("gold/documents", GOLD_DOC_SCHEMA), lake.read("gold/chunks", CHUNK_SCHEMA)
+        lake.read("gold/documents", GOLD_DOC_SCHEMA),
+        lake.read("gold/chunks", CHUNK_SCHEMA, pl.col("model") == spec.name),
     )
-    dead = lake.read(DEAD_LETTER_TABLE, DEAD_LETTER_SCHEMA, pl.col("model_id") == model_id)
+    dead = lake.read(DEAD_LETTER_TABLE, DEAD_LETTER_SCHEMA, pl.col("model_id") == spec.model_id)
     return ExpectedIndex(
         live=live.join(dead, on=["batch", "chunk_id"], how="anti"),
         dead_lettered=live.join(dead, on=["batch", "chunk_id"], how="semi").height,
@@ -117,13 +145,15 @@ def expected_index(lake: Lake, model_id: str) -> ExpectedIndex:
 
 @dg.asset_check(
     asset=VECTOR_INDEX,
-    partitions_def=batches,
-    description="The whole index equals gold's live chunks: no chunk missing, extra or stale (by chunk "
-    "id and hash); dead-lettered chunks are expected to be absent.",
+    partitions_def=batch_models,
+    description="The model's whole index equals gold's live chunks: no chunk missing, extra or stale "
+    "(by chunk id and hash); dead-lettered chunks are expected to be absent.",
 )
-def index_matches_gold(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    table = pipeline.index_table()
-    recon = reconcile(table, expected_index(pipeline.lake(), table.model_id))
+def index_matches_gold(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
+) -> dg.AssetCheckResult:
+    _, spec = pipeline.partition_spec(context.partition_key)
+    recon = reconcile(pipeline.index_table(spec), expected_index(pipeline.lake(), spec))
     return dg.AssetCheckResult(
         passed=recon.ok,
         severity=dg.AssetCheckSeverity.WARN,

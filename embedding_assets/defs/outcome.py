@@ -47,12 +47,13 @@ class Checked:
 class RunOutcome:
     """A run's result in plain values, so a worker process can hand it back."""
 
-    batch: str
+    batch: str  # the run's partition: a batch, a ``batch|model`` key or a model
     run_id: str
     success: bool
     materialised: list[Materialised]
     checked: list[Checked]
     failures: list[str]
+    shape: str = "batch"  # the partition's shape: batch, batch_model or model
 
 
 def _plain(metadata: Any) -> dict[str, Any]:
@@ -60,7 +61,9 @@ def _plain(metadata: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if isinstance(v, int | float | str | bool)}
 
 
-def outcome_of(result: dg.ExecuteInProcessResult, batch: str, defs: dg.Definitions) -> RunOutcome:
+def outcome_of(
+    result: dg.ExecuteInProcessResult, batch: str, defs: dg.Definitions, shape: str = "batch"
+) -> RunOutcome:
     graph = defs.resolve_asset_graph()
     materialised = []
     for event in result.get_asset_materialization_events():
@@ -93,12 +96,13 @@ def outcome_of(result: dg.ExecuteInProcessResult, batch: str, defs: dg.Definitio
                 failures.append(f"{event.step_key}: {line}")
     if not result.success and not failures and not any(c.blocking and not c.passed for c in checked):
         failures.append("the run failed")
-    return RunOutcome(batch, result.run_id, result.success, materialised, checked, failures)
+    return RunOutcome(batch, result.run_id, result.success, materialised, checked, failures, shape)
 
 
 @dataclass
 class SyncSummary:
     runs: int = 0
+    runs_by: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by partition shape
     failed: list[str] = field(default_factory=list)
     blocked: dict[str, list[str]] = field(default_factory=dict)  # batch -> "asset: check: why"
     rejected: list[str] = field(default_factory=list)
@@ -112,11 +116,20 @@ class SyncSummary:
         default_factory=lambda: defaultdict(int)
     )  # dagster/row_count per rebuilt layer
     totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    reconciliation: str = ""
+    reconciliations: dict[str, str] = field(default_factory=dict)  # model -> its index against gold
     damage: list[str] = field(default_factory=list)  # damaged lake tables: the sync stopped before acting
     recovery: str = ""  # what to run for them
-    index_rebuilt: str = ""  # the index was lost and rebuilt from the embeddings table
+    index_rebuilt: list[str] = field(default_factory=list)  # models whose lost index was rebuilt
     stopped: str = ""  # the signal that stopped the sync at a safe point
+    models: list[str] = field(default_factory=list)  # model partitions registered by this sync
+    retired: list[str] = field(default_factory=list)  # models past the rollback window, retired
+    notes: list[str] = field(default_factory=list)  # things worth knowing that are not failures
+
+    @property
+    def reconciliation(self) -> str:
+        """The index against gold: the first model that drifted, else the last one checked."""
+        found = list(self.reconciliations.values())
+        return next((r for r in found if r.startswith("DRIFT")), found[-1] if found else "")
 
     @property
     def ok(self) -> bool:
@@ -125,6 +138,7 @@ class SyncSummary:
 
     def add(self, outcome: RunOutcome, echo: Callable[[str], None]) -> None:
         self.runs += 1
+        self.runs_by[outcome.shape] += 1
         for m in outcome.materialised:
             (self.rebuilt if m.rebuilt else self.kept)[m.asset] += 1
             echo(f"  {'✓' if m.rebuilt else '='} {m.asset} [{outcome.batch}] " + _shown(m))
@@ -141,7 +155,7 @@ class SyncSummary:
             if c.blocking and not c.passed:
                 self.blocked.setdefault(outcome.batch, []).append(f"{c.asset}: {c.name}: {c.description}")
             if c.name == "index_matches_gold":
-                self.reconciliation = c.description
+                self.reconciliations[outcome.batch.rsplit("|", 1)[-1]] = c.description
         self.failed += [f"[{outcome.batch}] {f}" for f in outcome.failures]
         for failure in outcome.failures:
             echo(f"  ✗ {failure}")
@@ -150,12 +164,16 @@ class SyncSummary:
         if self.damage:
             return f"DAMAGED: the sync stopped before running anything\n{self.recovery}"
         t = self.totals
-        lines = (
-            [f"index: it was missing or empty; rebuilt from the embeddings table ({self.index_rebuilt})"]
-            if self.index_rebuilt
-            else []
-        )
-        lines += [f"runs launched: {self.runs}"]
+        lines = [
+            f"index: it was missing or empty; rebuilt from the embeddings table ({r})"
+            for r in self.index_rebuilt
+        ]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"models: registered {', '.join(self.models)}"] if self.models else []
+        lines += [f"models: retired {r}" for r in self.retired]
+        shapes = {"batch": "batch", "batch_model": "batch and model", "model": "model evaluation"}
+        by = ", ".join(f"{n} {shapes[s]}" for s, n in sorted(self.runs_by.items()) if n)
+        lines += [f"runs launched: {self.runs}" + (f" ({by})" if by else "")]
         lines += [f"new batches: {', '.join(self.new_batches)}"] if self.new_batches else []
         lines += [
             f"  {layer:<12} {n:>7} rows in partitions rebuilt" for layer, n in sorted(self.rows.items())
@@ -171,12 +189,12 @@ class SyncSummary:
             f"rows: {t['rows_read']} read into silver, {t['rows_quarantined']} quarantined, "
             f"{t['duplicates_dropped']} duplicates dropped"
         )
-        lines += [f"reconciliation: {self.reconciliation}"] if self.reconciliation else []
+        lines += [f"reconciliation: {model}: {r}" for model, r in sorted(self.reconciliations.items())]
         lines += [
             f"recovered: run {r} had lost its process; marked failed, its batch ran again"
             for r in self.reaped
         ]
-        lines += [f"skipped: batch {b} is being materialised by another run" for b in self.busy]
+        lines += [f"skipped: {b} is being materialised by another run" for b in self.busy]
         lines += [f"skipped: {k} is still being written; the next sync takes it" for k in self.unsettled]
         lines += [f"refused: {r}" for r in self.rejected]
         lines += (

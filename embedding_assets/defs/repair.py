@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
@@ -12,6 +13,7 @@ from embedding_assets.defs.index import expected_index
 from embedding_assets.defs.keys import VECTOR_INDEX
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.embed.encode import EMBEDDING_SCHEMA
+from embedding_assets.embed.registry import ModelSpec
 from embedding_assets.gold.chunking import CHUNK_SCHEMA
 from embedding_assets.index.repair import ExpectedIndex, Reconciliation, reconcile, repair
 
@@ -41,21 +43,26 @@ class RepairReport:
 
 
 def rows_to_write(
-    pipeline: PipelineResource, expected: ExpectedIndex, model_id: str
+    pipeline: PipelineResource, expected: ExpectedIndex, spec: ModelSpec
 ) -> tuple[pl.DataFrame, int]:
     """The expected chunks with their vectors from the embeddings table; a vector lost from it
     (behind the pipeline's back) is embedded again. Returns the rows and how many were embedded."""
     lake, keys = pipeline.lake(), ["batch", "chunk_id"]
-    chunks = lake.read("gold/chunks", CHUNK_SCHEMA).join(expected.live.select(keys), on=keys, how="semi")
-    vectors = lake.read("embeddings", EMBEDDING_SCHEMA, pl.col("model_id") == model_id)
-    rows = chunks.join(vectors.select(*keys, "vector"), on=keys, how="left")
+    gold_version = lake.version("gold/chunks")
+    chunks = lake.read("gold/chunks", CHUNK_SCHEMA, pl.col("model") == spec.name, gold_version)
+    chunks = chunks.join(expected.live.select(keys), on=keys, how="semi").with_columns(
+        pl.lit(-1 if gold_version is None else gold_version, dtype=pl.Int64).alias("gold_version")
+    )
+    vectors = lake.read("embeddings", EMBEDDING_SCHEMA, pl.col("model_id") == spec.model_id)
+    rows = chunks.join(vectors.select(*keys, "vector", "embedded_at"), on=keys, how="left")
     lacking = rows.filter(pl.col("vector").is_null())
     if not lacking.height:
         return rows, 0
-    fresh = pipeline.embedder().encode(lacking["text"].to_list())
+    fresh = pipeline.embedder(spec).encode(lacking["text"].to_list())
     dtype = rows.schema["vector"]  # as the embeddings table stores it (a list or an array)
     patched = lacking.with_columns(
-        pl.Series("vector", list(np.asarray(fresh)), dtype=pl.List(pl.Float32)).cast(dtype)
+        pl.Series("vector", list(np.asarray(fresh)), dtype=pl.List(pl.Float32)).cast(dtype),
+        pl.lit(datetime.now(UTC)).cast(pl.Datetime("us", "UTC")).alias("embedded_at"),
     )
     return pl.concat([rows.filter(pl.col("vector").is_not_null()), patched]), lacking.height
 
@@ -85,19 +92,22 @@ def planned(before: Reconciliation, max_delete_share: float) -> str:
 def repair_index(
     instance: dg.DagsterInstance | None,
     pipeline: PipelineResource,
+    spec: ModelSpec | None = None,
     *,
     max_delete_share: float = MAX_DELETE_SHARE,
     force: bool = False,
     dry_run: bool = False,
 ) -> RepairReport:
-    writer = pipeline.index_writer()
-    expected = expected_index(pipeline.lake(), writer.table.model_id)
+    """Repair one model's index (default: the serving model's)."""
+    spec = spec or pipeline.spec()
+    writer = pipeline.index_writer(spec)
+    expected = expected_index(pipeline.lake(), spec)
     before = reconcile(writer.table, expected)
     if dry_run:
         plan = planned(before, 1.0)
         return RepairReport(before, before, 0, 0, 0, writer.table.version(), plan=plan)
     planned(before, 1.0 if force else max_delete_share)
-    rows, embedded = rows_to_write(pipeline, expected, writer.table.model_id)
+    rows, embedded = rows_to_write(pipeline, expected, spec)
     result = repair(writer, expected, rows, before)
     after = reconcile(writer.table, expected)
     report = RepairReport(
@@ -109,6 +119,7 @@ def repair_index(
                 asset_key=VECTOR_INDEX,
                 metadata={
                     "repair": "embedding-assets repair",
+                    "model": spec.name,
                     "missing_before": len(result.before.missing),
                     "extra_before": len(result.before.extra),
                     "stale_before": len(result.before.stale),

@@ -1,4 +1,5 @@
-"""The one resource: where the landing zone, the lake and the index live, and which model embeds.
+"""The one resource: where the landing zone, the lake and the index live, and the model registry
+that says which models embed.
 
 Unset fields fall back to :class:`Settings` (environment, then defaults under ``data/``), resolved
 at run time, never while the definitions load.
@@ -7,6 +8,8 @@ at run time, never while the definitions load.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import dagster as dg
@@ -16,18 +19,36 @@ from embedding_assets.contracts.load import ContractSet, contract_version, read_
 from embedding_assets.contracts.model import Contract, metadata_fields
 from embedding_assets.core.hashing import sha256_text
 from embedding_assets.core.lake import Lake
-from embedding_assets.embed.embedder import Embedder, build_embedder
-from embedding_assets.embed.models import ModelInfo
+from embedding_assets.defs.keys import split_key
+from embedding_assets.embed.embedder import Embedder, describe_spec, embedder_for, verify_spec
+from embedding_assets.embed.registry import (
+    RETIRED,
+    ModelSpec,
+    Registry,
+    RegistryError,
+    RegistryState,
+    add_event,
+    fold,
+)
+from embedding_assets.evaluate.canary import canary_version
 from embedding_assets.gold.chunking import Chunker, ChunkerSettings
+from embedding_assets.index.fusion import FUSION_DEFAULTS
 from embedding_assets.index.table import ANN_DEFAULTS, ChunkTable
 from embedding_assets.index.writer import IndexWriter
 
 # Settings that act as inputs of the assets, by the key of the source asset that observes them.
 CHUNKER_SETTINGS, EMBEDDING_MODEL, INDEX_SETTINGS = "chunker_settings", "embedding_model", "index_settings"
+CANARY_QUERIES = "canary_queries"
+MODEL_SETTINGS = (CHUNKER_SETTINGS, EMBEDDING_MODEL)  # one version per model (partitioned by model)
 
 
 def contract_key(source: str) -> str:
     return f"contract_{source}"
+
+
+@cache
+def _verified(spec: ModelSpec) -> None:
+    verify_spec(spec)  # once per process and registry entry: it reads the model's file stamps
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -35,6 +56,7 @@ class PipelineResource(dg.ConfigurableResource):
 
     landing_dir: str | None = None
     contracts_dir: str | None = None
+    canary_dir: str | None = None
     lake_uri: str | None = None
     lancedb_uri: str | None = None
     model: str | None = None
@@ -48,6 +70,7 @@ class PipelineResource(dg.ConfigurableResource):
     max_embed_failure_rate: float | None = None
     landing_settle_s: float | None = None
     max_run_attempts: int | None = None
+    model_retention_h: float | None = None
 
     def settings(self) -> Settings:
         # Only this class's fields: a subclass may add its own (a costed embedder in the bench).
@@ -67,46 +90,106 @@ class PipelineResource(dg.ConfigurableResource):
     def contracts(self) -> dict[str, Contract]:
         return self.contract_set().contracts
 
-    def embedder(self) -> Embedder:
-        s = self.settings()
-        return build_embedder(s.embedder, s.model, s.device, s.batch_size)
+    # The model registry ------------------------------------------------------------------------
 
-    def model_info(self) -> ModelInfo:
-        """The model's identity, tokenizer and limits, read from its files (no weights loaded)."""
-        s = self.settings()
-        return build_embedder(s.embedder, s.model, "cpu", 1).info
+    def registry(self) -> Registry:
+        return Registry(self.lake())
 
-    def chunker_settings(self, info: ModelInfo | None = None) -> ChunkerSettings:
+    def registry_state(self) -> RegistryState:
+        return self.registry().read()
+
+    def ensure_registry(self) -> RegistryState:
+        """The registry, started with the configured model (``EA_MODEL``) serving when it is empty."""
+        state = self.registry_state()
+        if state.serving is not None:
+            return state
         s = self.settings()
-        info = info or self.model_info()
+        spec = describe_spec(s.model, s.embedder)
+        try:
+            return self.registry().commit(lambda st: add_event(st, spec, datetime.now(UTC), bootstrap=True))[
+                0
+            ]
+        except RegistryError:
+            return self.registry_state()  # another process started it first
+
+    def planned_state(self) -> RegistryState:
+        """The registry as ``sync`` would start it, written nowhere (for a dry run): the configured
+        model serving when the registry is empty."""
+        state = self.registry_state()
+        if state.serving is not None:
+            return state
+        s = self.settings()
+        event = add_event(state, describe_spec(s.model, s.embedder), datetime.now(UTC), bootstrap=True)
+        return RegistryState(fold([event]), event.seq, state.version)
+
+    def active_models(self, state: RegistryState | None = None) -> list[ModelSpec]:
+        """The models every batch is built for: serving, candidates, and the rollback target."""
+        state = state or self.registry_state()
+        return [m.spec for m in state.active(datetime.now(UTC), self.settings().retention)]
+
+    def spec(self, name: str | None = None, state: RegistryState | None = None) -> ModelSpec:
+        """A registered model (default: the serving one)."""
+        state = state or self.registry_state()
+        if name is None:
+            if state.serving is None:
+                raise RegistryError(
+                    "no model is registered yet: run `embedding-assets sync` (or register) first"
+                )
+            return state.serving.spec
+        return state.get(name).spec
+
+    def partition_spec(self, partition: str) -> tuple[str, ModelSpec]:
+        """(batch, model) of a ``batch|model`` partition; a model the registry lacks is an error
+        that says so (a partition of a retired model builds nothing)."""
+        batch, name = split_key(str(partition))
+        state = self.registry_state()
+        spec = state.get(name).spec
+        if state.models[name].role == RETIRED:
+            raise RegistryError(f"model {name!r} is retired: its partitions are no longer built")
+        return batch, spec
+
+    def embedder(self, spec: ModelSpec) -> Embedder:
+        _verified(spec)
+        s = self.settings()
+        return embedder_for(spec, s.device, s.batch_size)
+
+    def chunker_settings(self, spec: ModelSpec) -> ChunkerSettings:
+        s = self.settings()
         return ChunkerSettings(
-            max_tokens=s.chunk_tokens, overlap=s.chunk_overlap, model_max_tokens=info.max_seq_length
+            max_tokens=s.chunk_tokens, overlap=s.chunk_overlap, model_max_tokens=spec.max_seq_length
         )
 
-    def chunker(self) -> Chunker:
+    def chunker(self, spec: ModelSpec) -> Chunker:
         """Splits with the model's own tokenizer, loaded from its files without the weights."""
-        info = self.model_info()
-        embedder = build_embedder(self.settings().embedder, self.settings().model, "cpu", 1)
-        return Chunker(
-            embedder.tokenizer(), self.chunker_settings(info), tokenizer_id=info.chunking_version()
-        )
+        _verified(spec)
+        tokenizer = embedder_for(spec, "cpu", 1).tokenizer()
+        return Chunker(tokenizer, self.chunker_settings(spec), tokenizer_id=spec.chunking_version())
 
-    def index_table(self, contracts: dict[str, Contract] | None = None) -> ChunkTable:
-        s, info = self.settings(), self.model_info()
+    def index_table(self, spec: ModelSpec, contracts: dict[str, Contract] | None = None) -> ChunkTable:
         fields = metadata_fields(contracts if contracts is not None else self.contracts())
-        return ChunkTable(s.lancedb_uri, info.model_id, info.dimension or self.embedder().dimension, fields)
+        return ChunkTable(self.settings().lancedb_uri, spec.name, spec.dimension, fields)
 
-    def index_writer(self, contracts: dict[str, Contract] | None = None) -> IndexWriter:
-        return IndexWriter(self.index_table(contracts), self.settings().ann_min_rows)
+    def index_writer(self, spec: ModelSpec, contracts: dict[str, Contract] | None = None) -> IndexWriter:
+        return IndexWriter(self.index_table(spec, contracts), self.settings().ann_min_rows)
+
+    # Versions of what the assets consume besides each other --------------------------------------
 
     def setting_versions(self, contracts: dict[str, Contract] | None = None) -> dict[str, str]:
-        """The version of every setting an asset consumes, by the source asset observing it."""
-        s, info = self.settings(), self.model_info()
+        """The version of every setting shared by all models, by the source asset observing it."""
+        s = self.settings()
         contracts = contracts if contracts is not None else self.contracts()
         fields = json.dumps({k: [f.type, str(f.default)] for k, f in metadata_fields(contracts).items()})
         return {
             **{contract_key(source): contract_version(c) for source, c in contracts.items()},
-            CHUNKER_SETTINGS: f"{self.chunker_settings(info).describe()}|{info.chunking_version()}",
-            EMBEDDING_MODEL: info.embedding_version(),
-            INDEX_SETTINGS: sha256_text(ANN_DEFAULTS.describe(), str(s.ann_min_rows), fields),
+            INDEX_SETTINGS: sha256_text(
+                ANN_DEFAULTS.describe(), FUSION_DEFAULTS.describe(), str(s.ann_min_rows), fields
+            ),
+            CANARY_QUERIES: canary_version(s.canary),
+        }
+
+    def model_setting_versions(self, spec: ModelSpec) -> dict[str, str]:
+        """The versions of one model's own settings: its chunker and its embedding identity."""
+        return {
+            CHUNKER_SETTINGS: f"{self.chunker_settings(spec).describe()}|{spec.chunking_version()}",
+            EMBEDDING_MODEL: spec.embedding_version(),
         }

@@ -8,8 +8,9 @@ from typing import TypeAlias
 import dagster as dg
 
 from embedding_assets.contracts.model import Contract
-from embedding_assets.defs.keys import BATCHES, batches, layer_key
+from embedding_assets.defs.keys import BATCHES, batches, layer_key, models
 from embedding_assets.defs.resources import (
+    CANARY_QUERIES,
     CHUNKER_SETTINGS,
     EMBEDDING_MODEL,
     INDEX_SETTINGS,
@@ -62,7 +63,7 @@ def landing_source(contract: Contract) -> dg.SourceAsset:
 
 
 def settings_source(contracts: dict[str, Contract]) -> dg.AssetsDefinition:
-    """One observation step for every setting: cheap (file hashes and environment values)."""
+    """One observation step for the settings all models share: cheap (file hashes and values)."""
     specs = [
         dg.AssetSpec(
             contract_key(s),
@@ -73,12 +74,11 @@ def settings_source(contracts: dict[str, Contract]) -> dg.AssetsDefinition:
         for s, c in contracts.items()
     ] + [
         dg.AssetSpec(
-            CHUNKER_SETTINGS, group_name="gold", description="Chunk size, overlap and the model's tokenizer."
+            INDEX_SETTINGS, group_name="index", description="ANN and fusion settings, metadata columns."
         ),
         dg.AssetSpec(
-            EMBEDDING_MODEL, group_name="embeddings", description="The embedding model and its revision."
+            CANARY_QUERIES, group_name="index", description="The labelled canary queries (data/canary)."
         ),
-        dg.AssetSpec(INDEX_SETTINGS, group_name="index", description="ANN settings and metadata columns."),
     ]
 
     @dg.multi_observable_source_asset(specs=specs, name="settings")
@@ -87,3 +87,26 @@ def settings_source(contracts: dict[str, Contract]) -> dg.AssetsDefinition:
             yield dg.ObserveResult(asset_key=name, data_version=dg.DataVersion(version))
 
     return settings
+
+
+def model_setting_source(name: str, description: str) -> dg.SourceAsset:
+    """A setting with one version per registered model (its chunker, its embedding identity)."""
+
+    @dg.observable_source_asset(
+        key=name, partitions_def=models, group_name="embeddings", description=description
+    )
+    def observe(pipeline: PipelineResource) -> dg.DataVersionsByPartition:
+        state = pipeline.registry_state()
+        active = pipeline.active_models(state)
+        return dg.DataVersionsByPartition({s.name: pipeline.model_setting_versions(s)[name] for s in active})
+
+    return observe
+
+
+def model_setting_sources() -> list[dg.SourceAsset]:
+    return [
+        model_setting_source(
+            CHUNKER_SETTINGS, "Chunk size and overlap, and the model's tokenizer and maximum length."
+        ),
+        model_setting_source(EMBEDDING_MODEL, "The embedding model's identity (its weights) and revision."),
+    ]

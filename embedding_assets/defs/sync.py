@@ -1,6 +1,7 @@
-"""``embedding-assets sync``: a client of Dagster. It registers new batches, observes landing and
-the settings, launches the runs the landing sensor would (one per batch that needs one, its whole
-graph, memoised), and reports what they did."""
+"""``embedding-assets sync``: a client of Dagster. It registers new batches and the registry's
+models, observes landing and the settings, launches the runs the landing sensor would (batch
+runs, then each batch's runs for every active model, then each changed model's evaluation, all
+memoised), and reports what they did."""
 
 from __future__ import annotations
 
@@ -24,26 +25,33 @@ from embedding_assets.core import stop
 from embedding_assets.core.stop import off_main_thread
 from embedding_assets.defs.embed import DEAD_LETTER_TABLE
 from embedding_assets.defs.factory import build_defs, materialisable_keys
-from embedding_assets.defs.health import damage_report, lake_damage, rebuild_lost_index
+from embedding_assets.defs.health import damage_report, lake_damage, rebuild_lost_indexes
 from embedding_assets.defs.instance import process_tags, reap_orphaned_runs
-from embedding_assets.defs.keys import BATCHES
-from embedding_assets.defs.memo import FORCE_TAG, RETRY_DEAD_LETTERS_TAG
+from embedding_assets.defs.keys import BATCHES, GOLD_DOCUMENTS, SEARCH_INDEX, VECTOR_INDEX, batch_model
+from embedding_assets.defs.memo import FORCE_TAG, RETRY_DEAD_LETTERS_TAG, usable_versions
+from embedding_assets.defs.models import expire_models, model_note, register_models
 from embedding_assets.defs.outcome import RunOutcome, SyncSummary, outcome_of
-from embedding_assets.defs.resources import PipelineResource
+from embedding_assets.defs.resources import CANARY_QUERIES, INDEX_SETTINGS, PipelineResource
 from embedding_assets.defs.sources import AssetEvent, landing_events
 from embedding_assets.defs.triggers import (
     REASON_TAG,
     TRIGGER_TAG,
+    Busy,
     Requests,
-    busy_batches,
+    busy,
+    changed_model_settings,
     changed_settings,
     failed_requests,
     landing_requests,
+    model_requests,
+    model_settings_observations,
+    search_requests,
     settings_observations,
     settings_requests,
     snapshot_requests,
 )
 from embedding_assets.embed.encode import DEAD_LETTER_SCHEMA
+from embedding_assets.embed.registry import ModelSpec
 from embedding_assets.ingest.landing import LandingBatch, LandingScan, scan_landing, settled
 
 MAX_WAVES = 8
@@ -54,7 +62,7 @@ MAX_SETTLE_WAIT_S = 120.0
 class Options:
     force: bool = False  # rebuild every partition of every batch (run tag ea/force)
     retry_dead_letters: bool = False  # also retry dead-lettered chunks (run tag ea/retry_dead_letters)
-    jobs: int = 1  # batches run at once, each in its own process
+    jobs: int = 1  # runs at once, each in its own process
 
 
 def settled_scan(
@@ -83,30 +91,61 @@ def requests_now(
     instance: dg.DagsterInstance, pipeline: PipelineResource, contracts: dict[str, Contract], scan: LandingScan,
     options: Options, verified: dict[str, str],
 ) -> tuple[Requests, list[tuple[LandingBatch, str]], list[str]]:  # fmt: skip
-    """The batches a sync runs first and why, the landing deliveries it observes, the settings
-    that moved."""
+    """The batches a sync runs first and why, the landing deliveries it observes, the shared
+    settings that moved."""
     known = instance.get_dynamic_partitions(BATCHES)
     requests, moved = landing_requests(instance, [(b, b.content_hash()) for b in scan.batches])
     changed = changed_settings(instance, pipeline.setting_versions(contracts))
-    requests.merge(settings_requests(changed, known))
-    requests.merge(failed_requests(instance, None))
+    requests.merge(settings_requests([c for c in changed if c.startswith("contract_")], known))
+    requests.merge(failed_requests(instance, GOLD_DOCUMENTS, None))
     requests.merge(snapshot_requests(instance, contracts, scan, verified))
     for batch in known if options.force else []:
         requests.add(batch, "sync --force")
-    for batch in dead_lettered_batches(pipeline) if options.retry_dead_letters else []:
-        requests.add(batch, "sync --retry-dead-letters")
     return requests, moved, changed
 
 
-def dead_lettered_batches(pipeline: PipelineResource) -> list[str]:
-    of_model = pl.col("model_id") == pipeline.model_info().model_id
-    return sorted(
-        set(pipeline.lake().read(DEAD_LETTER_TABLE, DEAD_LETTER_SCHEMA, of_model)["batch"].to_list())
-    )
+def shared_changes(changed: Sequence[str]) -> dict[str, list[str]]:
+    """Which shared settings reach every model's runs ("*"): the index settings and the canary."""
+    return {"*": [c for c in changed if c in (INDEX_SETTINGS, CANARY_QUERIES)]}
 
 
-def run_tags(requests: Requests, batch: str, options: Options) -> dict[str, str]:
-    tags = {TRIGGER_TAG: "sync", REASON_TAG: requests.why(batch)[:1000], **process_tags()}
+def model_runs_now(
+    instance: dg.DagsterInstance, pipeline: PipelineResource, active: Sequence[ModelSpec], changed: Sequence[str],
+    options: Options,
+) -> tuple[Requests, dict[str, dict[str, str]], dict[str, list[str]]]:  # fmt: skip
+    """The ``batch|model`` partitions due, the models' setting versions and those that moved."""
+    versions = {s.name: pipeline.model_setting_versions(s) for s in active}
+    moved = changed_model_settings(instance, versions)
+    index_changed = {"*": [c for c in changed if c == INDEX_SETTINGS]}
+    requests = model_requests(instance, active, {**moved, **index_changed})
+    names = {s.name for s in active}
+    failed = failed_requests(instance, VECTOR_INDEX, None)
+    for key in [k for k in failed.reasons if k.split("|")[-1] in names]:
+        requests.add(key, failed.why(key))
+    requests.blocked.update(failed.blocked)
+    for key in (
+        [batch_model(b, s.name) for b in ready_batches(instance) for s in active] if options.force else []
+    ):
+        requests.add(key, "sync --force")
+    for key in dead_lettered(pipeline, active) if options.retry_dead_letters else []:
+        requests.add(key, "sync --retry-dead-letters")
+    return requests, versions, moved
+
+
+def ready_batches(instance: dg.DagsterInstance) -> list[str]:
+    """Batches whose gold/documents is built (their model runs can start)."""
+    return sorted(usable_versions(instance, GOLD_DOCUMENTS))
+
+
+def dead_lettered(pipeline: PipelineResource, active: Sequence[ModelSpec]) -> list[str]:
+    frame = pipeline.lake().read(DEAD_LETTER_TABLE, DEAD_LETTER_SCHEMA)
+    ids = {s.model_id: s.name for s in active}
+    pairs = frame.filter(pl.col("model_id").is_in(list(ids))).select("batch", "model_id").unique()
+    return sorted(batch_model(b, ids[m]) for b, m in pairs.iter_rows())
+
+
+def run_tags(requests: Requests, partition: str, options: Options) -> dict[str, str]:
+    tags = {TRIGGER_TAG: "sync", REASON_TAG: requests.why(partition)[:1000], **process_tags()}
     if options.force:
         tags[FORCE_TAG] = "true"
     if options.retry_dead_letters:
@@ -117,10 +156,10 @@ def run_tags(requests: Requests, batch: str, options: Options) -> dict[str, str]
 Spec = tuple[type[PipelineResource], dict[str, Any]]
 
 
-def run_batch(
-    instance_ref: Any, pipeline: PipelineResource | Spec, batch: str, tags: dict[str, str]
+def run_partition(
+    instance_ref: Any, pipeline: PipelineResource | Spec, partition: str, shape: str, tags: dict[str, str]
 ) -> RunOutcome:
-    """One batch's run of its whole graph, in this process (a worker, with ``--jobs``)."""
+    """One partition's run of its shape's assets, in this process (a worker, with ``--jobs``)."""
     if isinstance(pipeline, tuple):
         pipeline = pipeline[0](**pipeline[1])
     defs = build_defs(pipeline.settings().contracts_dir, pipeline)
@@ -128,23 +167,28 @@ def run_batch(
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
         result = off_main_thread(lambda: job.execute_in_process(
             instance=instance,
-            partition_key=batch,
-            asset_selection=materialisable_keys(list(defs.assets or [])),  # type: ignore[arg-type]
+            partition_key=partition,
+            asset_selection=materialisable_keys(list(defs.assets or []), shape),  # type: ignore[arg-type]
             raise_on_error=False,
             tags=tags,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         ))  # fmt: skip
-        return outcome_of(result, batch, defs)
+        return outcome_of(result, partition, defs, shape)
 
 
 def launch(
-    instance: dg.DagsterInstance, pipeline: PipelineResource, runs: dict[str, dict[str, str]], jobs: int
-) -> list[RunOutcome]:
-    """The runs, in batch order; independent batches at once when ``jobs`` > 1."""
+    instance: dg.DagsterInstance, pipeline: PipelineResource, runs: dict[str, dict[str, str]], jobs: int,
+    shape: str = "batch",
+) -> list[RunOutcome]:  # fmt: skip
+    """The runs, in partition order; independent partitions at once when ``jobs`` > 1."""
     ref = instance.get_ref()
     if jobs <= 1 or len(runs) <= 1:
-        # A signal stops the loop: a batch not started is left for the next sync.
-        return [run_batch(ref, pipeline, b, tags) for b, tags in runs.items() if stop.requested() is None]
+        # A signal stops the loop: a partition not started is left for the next sync.
+        return [
+            run_partition(ref, pipeline, p, shape, tags)
+            for p, tags in runs.items()
+            if stop.requested() is None
+        ]
     spec = pipeline_spec(pipeline)
     with ProcessPoolExecutor(
         max_workers=jobs, mp_context=get_context("spawn"), initializer=stop.install
@@ -157,7 +201,7 @@ def launch(
 
         if threading.current_thread() is threading.main_thread():
             stop.install(forward)
-        futures = [pool.submit(run_batch, ref, spec, batch, tags) for batch, tags in runs.items()]
+        futures = [pool.submit(run_partition, ref, spec, p, shape, tags) for p, tags in runs.items()]
         return [f.result() for f in futures if not f.cancelled()]
 
 
@@ -183,9 +227,47 @@ def preflight(instance: dg.DagsterInstance, pipeline: PipelineResource, summary:
     if damage := lake_damage(instance, pipeline):
         summary.damage, summary.recovery = [d.render() for d in damage], damage_report(damage)
         return False
-    if rebuilt := rebuild_lost_index(instance, pipeline):
-        summary.index_rebuilt = f"{rebuilt.upserted} chunks written, {rebuilt.embedded} embedded"
+    for name, rebuilt in rebuild_lost_indexes(instance, pipeline).items():
+        summary.index_rebuilt.append(
+            f"{name}: {rebuilt.upserted} chunks written, {rebuilt.embedded} embedded"
+        )
     return True
+
+
+def run_wave(
+    instance: dg.DagsterInstance, pipeline: PipelineResource, summary: SyncSummary, requests: Requests,
+    shape: str, busy_now: Callable[[str], bool], options: Options, echo: Callable[[str], None],
+) -> set[str]:  # fmt: skip
+    """Launch one shape's due runs (those not busy); returns the partitions run."""
+    summary.blocked.update({p: why for p, why in requests.blocked.items() if p not in requests.reasons})
+    runs = {p: run_tags(requests, p, options) for p in requests.batches if not busy_now(p)}
+    summary.busy += sorted(p for p in requests.batches if busy_now(p))
+    for partition, tags in runs.items():
+        echo(f"[{partition}] run: {tags[REASON_TAG]}")
+    for outcome in launch(instance, pipeline, runs, options.jobs, shape):
+        summary.add(outcome, echo)
+    return set(runs)
+
+
+def model_wave(
+    instance: dg.DagsterInstance, pipeline: PipelineResource, summary: SyncSummary, changed: Sequence[str],
+    options: Options, echo: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Every active model's due batch partitions, then the evaluations of the models that changed."""
+    active = pipeline.active_models()
+    requests, versions, moved = model_runs_now(instance, pipeline, active, changed, options)
+    taken: Busy = busy(instance)
+    run_wave(instance, pipeline, summary, requests, "batch_model", taken.batch_model, options, echo)
+    if stop.requested() is not None:
+        return
+    observe(instance, model_settings_observations(versions, moved))
+    searches = search_requests(instance, active, {**moved, **shared_changes(changed)})
+    failed = failed_requests(instance, SEARCH_INDEX, None)
+    for model in [m for m in failed.reasons if m in {s.name for s in active}]:
+        searches.add(model, failed.why(model))
+    for model in [s.name for s in active] if options.force else []:
+        searches.add(model, "sync --force")
+    run_wave(instance, pipeline, summary, searches, "model", busy(instance).model, options, echo)
 
 
 def sync(
@@ -200,29 +282,30 @@ def sync(
     found, summary = pipeline.contract_set(), SyncSummary()
     contracts = found.contracts
     summary.reaped = reap_orphaned_runs(instance)
+    state = pipeline.ensure_registry()
+    summary.models = register_models(instance, state)
+    summary.notes += [n for n in [model_note(pipeline, state)] if n]
+    summary.retired = expire_models(instance, pipeline)
     if not preflight(instance, pipeline, summary):
         return summary
     scan, summary.unsettled = settled_scan(pipeline.settings(), found, echo)
     summary.rejected, summary.new_batches = list(scan.rejected), register(instance, scan)
     verified: dict[str, str] = {}
     requests, moved, changed = requests_now(instance, pipeline, contracts, scan, options, verified)
-    summary.blocked = {b: why for b, why in requests.blocked.items() if b not in requests.reasons}
     for batch, why in scan.held.items():
         requests.reasons.pop(batch, None)
         summary.blocked[batch] = [why]
     for _ in range(MAX_WAVES):
-        busy = busy_batches(instance)
-        summary.busy = sorted(set(requests.batches) & busy)
-        runs = {b: run_tags(requests, b, options) for b in requests.batches if b not in busy}
-        if not runs:
-            break
-        for batch, tags in runs.items():
-            echo(f"[{batch}] run: {tags[REASON_TAG]}")
+        taken = busy(instance)
         # Landing is observed before its runs, as the sensor does: bronze's provenance then points
         # at the observation it read, which is what lets the UI show a later edit as unsynced.
-        observe(instance, [e for b, h in moved if b.batch in runs for e in landing_events(b, h)])
-        for outcome in launch(instance, pipeline, runs, options.jobs):
-            summary.add(outcome, echo)
+        due = [b for b in requests.batches if b not in taken.batches]
+        observe(instance, [e for b, h in moved if b.batch in due for e in landing_events(b, h)])
+        ran = run_wave(
+            instance, pipeline, summary, requests, "batch", taken.batches.__contains__, options, echo
+        )
+        if stop.requested() is None:
+            model_wave(instance, pipeline, summary, changed, options, echo)
         if stop.requested() is not None:  # stopped between commits: the next sync completes it
             summary.stopped = signal.Signals(stop.requested() or 0).name
             break
@@ -231,6 +314,8 @@ def sync(
         # Only a full-snapshot batch that changed can leave later batches to do; nothing else is
         # asked again in the same sync (a failed batch waits for the next one).
         requests, moved, changed = snapshot_requests(instance, contracts, scan, verified), [], []
+        if not ran and not requests.batches:
+            break
     return summary
 
 

@@ -11,12 +11,22 @@ import re
 import threading
 from dataclasses import dataclass, replace
 from functools import cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from embedding_assets.config import DEFAULT_MODEL
-from embedding_assets.embed.models import ModelInfo, describe_model, load_tokenizer
+from embedding_assets.embed.models import (
+    ModelInfo,
+    content_fingerprint,
+    describe_model,
+    files_stamp,
+    is_bundled,
+    load_tokenizer,
+    model_slug,
+)
+from embedding_assets.embed.registry import ModelSpec, RegistryError
 
 _LOCK = threading.Lock()
 
@@ -45,8 +55,7 @@ class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
-def model_slug(model_id: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", model_id.lower()).strip("_")
+__all__ = ["Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "build_embedder", "model_slug"]
 
 
 def pick_device(device: str) -> str:
@@ -76,9 +85,17 @@ def _load_sentence_transformer(target: str, device: str) -> Any:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, normalised embeddings, length-sorted batches."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 0) -> None:
+    def __init__(
+        self, model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 0, model_id: str = ""
+    ) -> None:
         self.info = describe_model(model)
-        self._target, self.model_id, self.revision = self.info.path, self.info.model_id, self.info.revision
+        # ``model_id``: the registry's identity for the vectors (a local model's id carries its
+        # weights' fingerprint); by default the model's own id.
+        self._target, self.model_id, self.revision = (
+            self.info.path,
+            model_id or self.info.model_id,
+            self.info.revision,
+        )
         self.device = pick_device(device)
         self.batch_size = batch_size or (256 if self.device.startswith("cuda") else 64)
 
@@ -167,9 +184,71 @@ class HashingEmbedder:
         return out
 
 
-def build_embedder(kind: str, model: str, device: str, batch_size: int) -> Embedder:
+def hashing_embedder(model: str) -> HashingEmbedder:
+    """The test embedder a model name stands for: ``NAME`` or ``NAME@DIMENSION``."""
+    if model == DEFAULT_MODEL:
+        return HashingEmbedder()
+    name, _, dimension = model.partition("@")
+    return HashingEmbedder(model_id=f"hashing-{model}", dimension=int(dimension) if dimension else 384)
+
+
+def build_embedder(kind: str, model: str, device: str, batch_size: int, model_id: str = "") -> Embedder:
     if kind == "sentence-transformers":
-        return SentenceTransformerEmbedder(model, device, batch_size)
+        return SentenceTransformerEmbedder(model, device, batch_size, model_id)
     if kind == "hashing":
-        return HashingEmbedder() if model == DEFAULT_MODEL else HashingEmbedder(model_id=f"hashing-{model}")
+        return hashing_embedder(model)
     raise ValueError(f"unknown embedder {kind!r}: use 'sentence-transformers' (or 'hashing' in tests)")
+
+
+def describe_spec(target: str, kind: str, name: str | None = None, **extra: str) -> ModelSpec:
+    """A registry entry for a model, read from its files (no weights loaded when its configuration
+    names its dimension). A local model's identity carries the fingerprint of its weights, so two
+    folders of the same name never share cached vectors, and one folder's copy does."""
+    embedder = build_embedder(kind, target, "cpu", 1)
+    info = embedder.info
+    own = kind == "sentence-transformers" and not is_bundled(info)
+    fingerprint = content_fingerprint(info.path) if own else ""
+    model_id = f"{info.model_id}@{fingerprint[:12]}" if own else embedder.model_id
+    resolved = target if target == DEFAULT_MODEL or not Path(target).expanduser().exists() else info.path
+    return ModelSpec(
+        name=name or default_name(info.model_id if own else embedder.model_id), target=resolved, embedder=kind,
+        model_id=model_id, revision=info.revision, dimension=int(embedder.dimension),
+        max_seq_length=info.max_seq_length, tokenizer_hash=info.tokenizer_hash,
+        files_stamp=files_stamp(info.path) if own else "", fingerprint=fingerprint, **extra,
+    )  # fmt: skip
+
+
+def default_name(model_id: str) -> str:
+    """A registry name from a model id: its last path part, with other characters as ``-``."""
+    tail = model_id.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-._")[:64] or "model"
+
+
+class ModelChanged(RegistryError):
+    """A registered model's files are not the ones it was registered with."""
+
+
+def verify_spec(spec: ModelSpec) -> None:
+    """Refuse to build with a model whose files changed since it was registered: its vectors would
+    be cached under an identity that no longer describes them."""
+    if spec.embedder != "sentence-transformers":
+        return
+    info = describe_model(spec.target)
+    if not spec.fingerprint:  # the bundled model: its package version is its identity
+        if info.revision != spec.revision:
+            raise ModelChanged(
+                f"model {spec.name!r}: the bundled weights are {info.revision}, but it was registered "
+                f"with {spec.revision}; register the new version as a new model (`embedding-assets model add "
+                f"{spec.target} --name NAME`) and promote it"
+            )
+        return
+    if files_stamp(info.path) != spec.files_stamp and content_fingerprint(info.path) != spec.fingerprint:
+        raise ModelChanged(
+            f"model {spec.name!r}: the files at {info.path} changed since it was registered; add them as a "
+            f"new model (`embedding-assets model add {info.path} --name NAME`)"
+        )
+
+
+def embedder_for(spec: ModelSpec, device: str, batch_size: int) -> Embedder:
+    """The embedder of a registry entry, under the entry's identity."""
+    return build_embedder(spec.embedder, spec.target, device, batch_size, spec.model_id)

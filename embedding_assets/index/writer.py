@@ -16,6 +16,8 @@ from embedding_assets.index.table import (
     ANN_DEFAULTS,
     ARROW_TYPES,
     EPOCH,
+    FTS_COLUMNS,
+    LINEAGE,
     AnnSettings,
     ChunkTable,
     chunked,
@@ -169,9 +171,14 @@ class IndexWriter:
     def ensure_metadata_columns(self, table: Any) -> list[str]:
         """Schema drift: a metadata field added to a contract becomes a column of the existing
         table, backfilled with the field's default, with no re-embedding. Idempotent: a crash
-        between adding and backfilling is finished by the next call."""
+        between adding and backfilling is finished by the next call. A table written before rows
+        carried their lineage gets those columns too (null in its older rows)."""
         fields = self.table.metadata
-        added = [f.name for f in fields.values() if f.name not in set(table.schema.names)]
+        names = set(table.schema.names)
+        lineage = [f for f in LINEAGE if f.name not in names]
+        if lineage:
+            commit(lambda: table.add_columns(lineage))
+        added = [f.name for f in fields.values() if f.name not in names]
         if added:
             commit(lambda: table.add_columns([pa.field(n, ARROW_TYPES[fields[n].type]) for n in added]))
         for f in fields.values():
@@ -240,16 +247,18 @@ class IndexWriter:
         folds them into the indexes and compacts small fragments once they pass ``refresh_share``
         of the table. Refreshing after every batch cost ~1.7 s per run at 10k rows, whatever the
         edit's size. Returns what it built, ``"refresh"`` included."""
-        from lancedb.index import FTS
+        from lancedb.index import FTS, BTree
 
         table = self.table.open()
         indices = table.list_indices()
-        indexed = {col for idx in indices for col in idx.columns}
+        fts = {col for idx in indices if idx.index_type == "FTS" for col in idx.columns}
+        other = {col for idx in indices if idx.index_type != "FTS" for col in idx.columns}
         rows = table.count_rows()
+        missing_fts = [c for c in FTS_COLUMNS if c not in fts]
         wanted = [
-            ("refresh", bool(indexed) and self.unindexed_rows(table, indices) > self.refresh_share * rows, table.optimize),
-            ("fts", rows > 0 and "text" not in indexed, lambda: table.create_index("text", config=FTS(), replace=True)),
-            ("ann", rows >= self.ann_min_rows and "vector" not in indexed, lambda: table.create_index("vector", config=self.ann.index_config(rows))),
+            ("refresh", bool(indices) and self.unindexed_rows(table, indices) > self.refresh_share * rows, table.optimize),
+            ("fts", rows > 0 and bool(missing_fts), lambda: [table.create_index(c, config=FTS(), replace=True, name=f"{c}_fts") for c in missing_fts]),
+            ("ann", rows >= self.ann_min_rows and "vector" not in other, lambda: table.create_index("vector", config=self.ann.index_config(rows))),
         ]  # fmt: skip
         built = []
         for name, needed, build in wanted:
@@ -258,7 +267,7 @@ class IndexWriter:
                 commit(build)
                 built.append(name)
         for name in SCALAR_INDEXED:
-            if rows and name not in indexed:
-                commit(partial(table.create_scalar_index, name, replace=True))
+            if rows and name not in other:
+                commit(partial(table.create_index, name, config=BTree(), replace=True, name=f"{name}_btree"))
         fault_point("index.after_build")
         return built

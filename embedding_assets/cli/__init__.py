@@ -1,0 +1,44 @@
+"""``embedding-assets``: sync the landing zone into the index, search it, and run the model lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from embedding_assets.cli.common import UsageError
+
+
+def _quiet() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("LANCEDB_LOG", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from embedding_assets.cli import lake, models, search
+
+    _quiet()
+    parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    lake.add_parsers(sub)
+    search.add_parsers(sub)
+    models.add_parsers(sub)
+    args = parser.parse_args(argv)
+    from embedding_assets.contracts.model import ContractError
+    from embedding_assets.embed.registry import RegistryError
+    from embedding_assets.evaluate.canary import CanaryError
+
+    try:
+        return int(args.func(args))
+    except (UsageError, ContractError, RegistryError, CanaryError) as exc:
+        print(f"embedding-assets {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["UsageError", "main"]
