@@ -83,7 +83,13 @@ def lake_snapshot(root: Path) -> dict[str, pl.DataFrame]:
     for log in sorted((root / "lake").rglob("_delta_log")):
         table = log.parent
         frame = pl.read_delta(str(table))
-        frame = frame.drop([c for c in frame.columns if c in ("_ingested_at", "embedded_at", "failed_at")])
+        volatile = (
+            "_ingested_at",
+            "embedded_at",
+            "failed_at",
+            "at",
+        )  # "at": when a registry event was written
+        frame = frame.drop([c for c in frame.columns if c in volatile])
         sortable = [c for c, t in frame.schema.items() if t not in (pl.List(pl.Float32), pl.Binary)]
         out[str(table.relative_to(root / "lake"))] = frame.sort(sortable)
     return out

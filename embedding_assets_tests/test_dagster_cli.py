@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from embedding_assets_tests.conftest import REPO, materializations, open_index, table_versions
+from embedding_assets_tests.conftest import HASHING, REPO, materializations, open_index, table_versions
 
 pytestmark = pytest.mark.slow
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -56,12 +56,13 @@ def _bash(script: str, root: Path, home: Path | None = None) -> subprocess.Compl
 
 def test_the_readme_ci_recipe_works_on_an_empty_instance(root: Path) -> None:
     recipe = readme_ci_recipe()
-    assert recipe.startswith("export DAGSTER_HOME=$(mktemp -d); embedding-assets register; dagster asset")
-    assert recipe.endswith("--partition 2026-11-01")
-    out = _bash(recipe, root)
+    assert recipe.startswith("export DAGSTER_HOME=$(mktemp -d); embedding-assets register\ndagster asset")
+    assert recipe.endswith("--select 'tag:ea/partitions=model' --partition all-MiniLM-L6-v2")
+    # The recipe names the default model; the test embedder stands in for it (same partitions).
+    out = _bash(recipe.replace("all-MiniLM-L6-v2", HASHING), root)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "registered: 2026-11-01, 2026-11-08" in out.stdout
-    assert "RUN_SUCCESS" in out.stderr
+    assert "registered: 2026-11-01, 2026-11-08" in out.stdout and f"models: {HASHING}" in out.stdout
+    assert out.stderr.count("RUN_SUCCESS") == 3  # the batch, its model partition, the evaluation
     index = open_index(str(root / "lancedb")).table.read(["batch"])
     assert set(index["batch"]) == {"2026-11-01"} and index.height > 0
 
@@ -71,7 +72,11 @@ def test_materialising_an_unchanged_partition_from_the_cli_commits_nothing(
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    materialize = "embedding-assets register; dagster asset materialize -m embedding_assets.definitions --select '*' --partition 2026-11-08"
+    materialize = (
+        "embedding-assets register; dagster asset materialize -m embedding_assets.definitions --select 'tag:ea/partitions=batch' "
+        "--partition 2026-11-08; dagster asset materialize -m embedding_assets.definitions "
+        f"--select 'tag:ea/partitions=batch_model' --partition '2026-11-08|{HASHING}'"
+    )
     first = _bash(materialize, root, home)
     assert first.returncode == 0, first.stderr[-3000:]
     versions = table_versions(root)

@@ -170,7 +170,7 @@ def test_sync_fails_when_reconciliation_reports_drift(
     tickets = root / "landing" / "helpdesk" / "2026-11-08" / "tickets.jsonl"
     tickets.write_text(tickets.read_text().replace("firmware", "firmware update", 1))
     summary = sync(instance, make_pipeline(root), echo=_quiet)
-    assert summary.runs == 1 and summary.reconciliation.startswith("DRIFT"), summary.render()
+    assert summary.runs_by["batch"] == 1 and summary.reconciliation.startswith("DRIFT"), summary.render()
     assert not summary.ok
 
 

@@ -111,28 +111,28 @@ def test_a_candidate_of_another_dimension_is_built_evaluated_promoted_and_rolled
     # The shadow build is a Dagster backfill (the UI's Backfills page lists it) with its runs.
     backfill = instance.get_backfill(build.backfill_id)
     assert backfill is not None and backfill.status == BulkActionStatus.COMPLETED_SUCCESS
-    assert backfill.tags["ea/shadow"] == "hashing-small@128"
+    assert backfill.tags["ea/shadow"] == "hashing-small-128"
     runs = shadow_runs(instance, build.backfill_id)
     assert len(runs) == 3 and all(r.is_success for r in runs)  # two batches, then its evaluation
     table = lancedb.connect(str(root / "lancedb")).open_table("chunks__hashing_small_128")
     assert table.schema.field("vector").type.list_size == 128
     rows = {r.name: r for r in list_models(synced)}
-    assert rows["hashing-small@128"].complete and rows["hashing-small@128"].dimension == 128
+    assert rows["hashing-small-128"].complete and rows["hashing-small-128"].dimension == 128
     evaluated = {e.name: e for e in evaluate(instance, synced)}
-    assert set(evaluated) == {HASHING, "hashing-small@128"}
+    assert set(evaluated) == {HASHING, "hashing-small-128"}
     assert {"vector/recall@10", "fts/mrr@10", "hybrid/ndcg@10"} <= set(evaluated[HASHING].figures)
     # fts does not depend on the model: the same figures for both
     assert (
-        evaluated[HASHING].figures["fts/recall@10"] == evaluated["hashing-small@128"].figures["fts/recall@10"]
+        evaluated[HASHING].figures["fts/recall@10"] == evaluated["hashing-small-128"].figures["fts/recall@10"]
     )
-    done = promote(instance, synced, "hashing-small@128", force=True)
-    assert synced.registry_state().serving.name == "hashing-small@128"  # type: ignore[union-attr]
+    done = promote(instance, synced, "hashing-small-128", force=True)
+    assert synced.registry_state().serving.name == "hashing-small-128"  # type: ignore[union-attr]
     assert done.previous == HASHING
     embedded = materialization_count(instance, "embeddings")
-    assert rollback(synced) == (HASHING, "hashing-small@128")
+    assert rollback(synced) == (HASHING, "hashing-small-128")
     assert materialization_count(instance, "embeddings") == embedded  # instant: nothing re-embedded
     state = synced.registry_state()
-    assert state.get("hashing-small@128").role == "candidate" and state.serving.name == HASHING  # type: ignore[union-attr]
+    assert state.get("hashing-small-128").role == "candidate" and state.serving.name == HASHING  # type: ignore[union-attr]
     assert embedded > embedded_before
     # A new batch reaches every active model.
     (root / "landing" / "helpdesk" / "2026-11-15").mkdir()
@@ -142,7 +142,7 @@ def test_a_candidate_of_another_dimension_is_built_evaluated_promoted_and_rolled
     )  # fmt: skip
     summary = sync(instance, synced, echo=_quiet)
     assert summary.ok, summary.render()
-    assert {r.name: r.complete for r in list_models(synced)} == {HASHING: True, "hashing-small@128": True}
+    assert {r.name: r.complete for r in list_models(synced)} == {HASHING: True, "hashing-small-128": True}
 
 
 def test_a_canary_naming_unknown_documents_is_an_error_naming_its_line(

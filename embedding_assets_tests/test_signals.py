@@ -106,4 +106,4 @@ def test_a_second_signal_stops_at_once_and_nothing_is_lost(tmp_path: Path) -> No
     assert proc.returncode == 143 and time.time() - sent < 5, out
     again = _sync_to_end(_env(root, tmp_path / "home"))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "reconciliation: ok" in again.stdout
+    assert "reconciliation: hashing-embedder-v1: ok" in again.stdout

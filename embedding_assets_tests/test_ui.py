@@ -25,7 +25,7 @@ import pytest
 from embedding_assets.defs.factory import build_defs, materialisable_keys
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
-from embedding_assets_tests.conftest import REPO, index_snapshot, make_pipeline
+from embedding_assets_tests.conftest import HASHING, REPO, index_snapshot, make_pipeline
 
 pytestmark = pytest.mark.slow
 B1, B2 = "2026-11-01", "2026-11-08"
@@ -166,9 +166,14 @@ def _observe_edit(root: Path, instance: dg.DagsterInstance, marker: str) -> list
     return list(result.run_requests or [])
 
 
-def _materialisable(root: Path) -> list[str]:
+SHAPES = {"batch": [B1, B2], "batch_model": [f"{B1}|{HASHING}", f"{B2}|{HASHING}"], "model": [HASHING]}
+
+
+def _materialisable(root: Path) -> dict[str, list[str]]:
+    """shape -> the assets of that partition shape (a launch selects one shape)."""
     defs = build_defs(root / "contracts", PipelineResource())
-    return [k.to_user_string() for k in materialisable_keys(list(defs.assets or []))]  # type: ignore[arg-type]
+    assets = list(defs.assets or [])
+    return {shape: [k.to_user_string() for k in materialisable_keys(assets, shape)] for shape in SHAPES}  # type: ignore[arg-type]
 
 
 def _memo(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
@@ -181,13 +186,14 @@ def _memo(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
     return out
 
 
-def _unsynced(ui: Ui, assets: list[str]) -> dict[str, list[str]]:
-    """batch -> assets not FRESH: what "Materialize unsynced" selects."""
+def _unsynced(ui: Ui, shapes: dict[str, list[str]]) -> dict[str, list[str]]:
+    """partition -> assets not FRESH: what "Materialize unsynced" selects, per partition."""
     out: dict[str, list[str]] = {}
-    for asset in assets:
-        for batch, status in ui.stale(asset, [B1, B2]).items():
-            if status != "FRESH":
-                out.setdefault(batch, []).append(asset)
+    for shape, assets in shapes.items():
+        for asset in assets:
+            for partition, status in ui.stale(asset, SHAPES[shape]).items():
+                if status != "FRESH":
+                    out.setdefault(partition, []).append(asset)
     return out
 
 
@@ -204,7 +210,8 @@ def test_the_ui_shows_the_graph_landing_and_check_figures(ui: tuple[Ui, dg.Dagst
     assert stats == {"numMaterialized": 2, "numPartitions": 2}  # observed, not "0% filled"
     for asset, check in [("silver_helpdesk", "rows_accounted"), ("silver_helpdesk", "quarantine_rate"),
                          ("silver_helpdesk", "drift"), ("embeddings", "embedding_drift")]:  # fmt: skip
-        [execution] = server.query(CHECK_QUERY, path=[asset], check=check, partition=B2)[
+        partition = f"{B2}|{HASHING}" if asset == "embeddings" else B2
+        [execution] = server.query(CHECK_QUERY, path=[asset], check=check, partition=partition)[
             "assetCheckExecutions"
         ]
         floats = [
@@ -221,34 +228,36 @@ def test_an_observed_edit_shows_unsynced_and_the_ui_rebuilds_only_what_changed(
     root: Path, ui: tuple[Ui, dg.DagsterInstance]
 ) -> None:
     server, instance = ui
-    assets = _materialisable(root)
+    shapes = _materialisable(root)
     requests = _observe_edit(root, instance, "Zebracode one.")
-    assert [r.partition_key for r in requests] == [B2]  # one run for the edited batch
+    runs = [(r.dagster_run.tags.get("ea/reason"), r.dagster_run.status) for r in instance.get_run_records()]
+    assert [r.partition_key for r in requests] == [B2], runs  # one run for the edited batch
     assert server.stale("bronze_helpdesk", [B1, B2]) == {B1: "FRESH", B2: "STALE"}
 
     # "Materialize unsynced", again and again until nothing is unsynced.
     rebuilt: set[tuple[str, str]] = set()
-    for _ in range(len(assets)):
-        unsynced = _unsynced(server, assets)
+    for _ in range(sum(len(a) for a in shapes.values())):
+        unsynced = _unsynced(server, shapes)
         if not unsynced:
             break
-        for batch, selected in unsynced.items():
-            run_id = server.launch(selected, batch)
+        for partition, selected in unsynced.items():
+            run_id = server.launch(selected, partition)
             assert server.wait(run_id) == "SUCCESS", server.log.read_text()[-3000:]
-            rebuilt |= {(a, batch) for a, memo in _memo(instance, run_id).items() if memo == "rebuilt"}
-    assert not _unsynced(server, assets)
-    assert {b for _, b in rebuilt} == {B2}
-    assert {"bronze_helpdesk", "silver_helpdesk", "gold_documents", "embeddings", "vector_index"} <= {
-        a for a, _ in rebuilt
-    }
+            rebuilt |= {(a, partition) for a, memo in _memo(instance, run_id).items() if memo == "rebuilt"}
+    assert not _unsynced(server, shapes)
+    assert {p for _, p in rebuilt} <= {B2, f"{B2}|{HASHING}", HASHING}
+    assert {("bronze_helpdesk", B2), ("silver_helpdesk", B2), ("gold_documents", B2),
+            ("embeddings", f"{B2}|{HASHING}"), ("vector_index", f"{B2}|{HASHING}")} <= rebuilt  # fmt: skip
     assert index_snapshot(root)["text"].str.contains("Zebracode one", literal=True).any()
 
-    # Materialize on the whole graph of the batch: what changed is rebuilt, the rest kept.
+    # Materialize on the whole graph of the batch, shape by shape: what changed is rebuilt, the rest kept.
     _observe_edit(root, instance, "Zebracode two.")
-    run_id = server.launch(assets, B2)
-    assert server.wait(run_id) == "SUCCESS", server.log.read_text()[-3000:]
-    memo = _memo(instance, run_id)
-    assert set(memo) == set(assets)
+    memo: dict[str, str] = {}
+    for shape, partition in (("batch", B2), ("batch_model", f"{B2}|{HASHING}"), ("model", HASHING)):
+        run_id = server.launch(shapes[shape], partition)
+        assert server.wait(run_id) == "SUCCESS", server.log.read_text()[-3000:]
+        memo |= _memo(instance, run_id)
+    assert set(memo) == {a for assets in shapes.values() for a in assets}
     assert {a for a, m in memo.items() if m == "rebuilt"} >= {
         "bronze_helpdesk",
         "silver_helpdesk",
@@ -259,5 +268,5 @@ def test_an_observed_edit_shows_unsynced_and_the_ui_rebuilds_only_what_changed(
         "silver_catalog",
         "bronze_guides",
     }
-    assert not _unsynced(server, assets)
+    assert not _unsynced(server, shapes)
     assert index_snapshot(root)["text"].str.contains("Zebracode two", literal=True).any()

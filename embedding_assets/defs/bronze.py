@@ -8,7 +8,7 @@ import dagster as dg
 from embedding_assets.contracts.model import Contract
 from embedding_assets.core.faults import fault_point
 from embedding_assets.defs.failures import classified
-from embedding_assets.defs.keys import batches, layer_key
+from embedding_assets.defs.keys import batches, layer_key, shape_tag
 from embedding_assets.defs.memo import Memo
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.ingest import bronze as bronze_lib
@@ -30,6 +30,7 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         key=layer_key("bronze", source),
         deps=[landing],
         partitions_def=batches,
+        tags=shape_tag("batch"),
         group_name=f"source_{source}",
         kinds={"bronze", "delta"},
         code_version=BRONZE_CODE,

@@ -15,7 +15,7 @@ from embedding_assets.core.lake import Lake
 from embedding_assets.core.retry import Backoff
 from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.failures import classified
-from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, batch_models
+from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, batch_models, shape_tag
 from embedding_assets.defs.memo import RETRY_DEAD_LETTERS_TAG, Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import EMBEDDING_MODEL, MODEL_SETTINGS, PipelineResource
 from embedding_assets.embed.drift import centroid_drift
@@ -115,6 +115,7 @@ def checks_of(
     key=EMBEDDINGS,
     deps=CONSUMES.deps(MODEL_SETTINGS),
     partitions_def=batch_models,
+    tags=shape_tag("batch_model"),
     group_name="embeddings",
     pool=EMBEDDING_DEVICE_POOL,
     kinds={"delta", "pytorch"},

@@ -13,7 +13,7 @@ from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.failures import classified
 from embedding_assets.defs.gold import GOLD_DOC_SCHEMA
 from embedding_assets.defs.index import expected_index
-from embedding_assets.defs.keys import SEARCH_INDEX, VECTOR_INDEX, models
+from embedding_assets.defs.keys import SEARCH_INDEX, VECTOR_INDEX, models, shape_tag
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import (
     CANARY_QUERIES,
@@ -46,7 +46,7 @@ class ModelReport:
     @property
     def complete(self) -> bool:
         """The index covers every live gold chunk (dead-lettered ones aside) and nothing else."""
-        return self.reconciliation.ok
+        return self.reconciliation.complete
 
 
 def evaluate_model(pipeline: PipelineResource, spec: ModelSpec) -> ModelReport:
@@ -88,6 +88,7 @@ def canary_outcome(report: ModelReport, previous: dict[str, float] | None) -> Ch
     key=SEARCH_INDEX,
     deps=CONSUMES.deps(MODEL_SETTINGS),
     partitions_def=models,
+    tags=shape_tag("model"),
     group_name="index",
     kinds={"lancedb"},
     code_version=SEARCH_CODE,

@@ -12,7 +12,14 @@ from embedding_assets.core.faults import fault_point
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.failures import classified
-from embedding_assets.defs.keys import GOLD_CHUNKS, GOLD_DOCUMENTS, batch_models, batches, layer_key
+from embedding_assets.defs.keys import (
+    GOLD_CHUNKS,
+    GOLD_DOCUMENTS,
+    batch_models,
+    batches,
+    layer_key,
+    shape_tag,
+)
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import CHUNKER_SETTINGS, MODEL_SETTINGS, PipelineResource, contract_key
 from embedding_assets.gold.chunking import CHUNK_SCHEMA, Chunker, chunk_documents, chunks_version
@@ -75,6 +82,7 @@ def gold_documents_asset(contracts: dict[str, Contract], held: Sequence[str] = (
         key=GOLD_DOCUMENTS,
         deps=consumes.deps(),
         partitions_def=batches,
+        tags=shape_tag("batch"),
         group_name="gold",
         kinds={"gold", "delta"},
         code_version=DOCUMENTS_CODE,
@@ -146,6 +154,7 @@ def split_chunks(lake: Lake, chunker: Chunker, batch: str, model: str) -> tuple[
     key=GOLD_CHUNKS,
     deps=CHUNKS_CONSUMES.deps(MODEL_SETTINGS),
     partitions_def=batch_models,
+    tags=shape_tag("batch_model"),
     group_name="gold",
     kinds={"gold", "delta"},
     code_version=CHUNKS_CODE,

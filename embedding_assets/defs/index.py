@@ -14,7 +14,14 @@ from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.embed import DEAD_LETTER_TABLE, provenance
 from embedding_assets.defs.failures import classified
 from embedding_assets.defs.gold import GOLD_DOC_SCHEMA
-from embedding_assets.defs.keys import EMBEDDINGS, GOLD_CHUNKS, GOLD_DOCUMENTS, VECTOR_INDEX, batch_models
+from embedding_assets.defs.keys import (
+    EMBEDDINGS,
+    GOLD_CHUNKS,
+    GOLD_DOCUMENTS,
+    VECTOR_INDEX,
+    batch_models,
+    shape_tag,
+)
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import EMBEDDING_MODEL, INDEX_SETTINGS, MODEL_SETTINGS, PipelineResource
 from embedding_assets.embed.encode import DEAD_LETTER_SCHEMA, EMBEDDING_SCHEMA
@@ -73,6 +80,7 @@ def newest_versions(lake: Lake, documents: pl.DataFrame) -> pl.DataFrame:
     key=VECTOR_INDEX,
     deps=CONSUMES.deps(MODEL_SETTINGS),
     partitions_def=batch_models,
+    tags=shape_tag("batch_model"),
     group_name="index",
     kinds={"lancedb"},
     code_version=INDEX_CODE,
@@ -132,14 +140,16 @@ def index_metadata(
 
 def expected_index(lake: Lake, spec: ModelSpec) -> ExpectedIndex:
     """What a model's index should hold: gold's live chunks, less the dead-lettered ones."""
+    documents = lake.read("gold/documents", GOLD_DOC_SCHEMA)
     live = expected_live_chunks(
-        lake.read("gold/documents", GOLD_DOC_SCHEMA),
-        lake.read("gold/chunks", CHUNK_SCHEMA, pl.col("model") == spec.name),
+        documents, lake.read("gold/chunks", CHUNK_SCHEMA, pl.col("model") == spec.name)
     )
     dead = lake.read(DEAD_LETTER_TABLE, DEAD_LETTER_SCHEMA, pl.col("model_id") == spec.model_id)
+    live_docs = latest_documents(documents).filter(~pl.col("deleted"))
     return ExpectedIndex(
         live=live.join(dead, on=["batch", "chunk_id"], how="anti"),
         dead_lettered=live.join(dead, on=["batch", "chunk_id"], how="semi").height,
+        unchunked=live_docs.join(live, on="doc_id", how="anti").height,
     )
 
 

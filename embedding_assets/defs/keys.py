@@ -45,3 +45,11 @@ def split_key(partition: str) -> tuple[str, str]:
     """(batch, model) of a ``<batch>|<model>`` partition key."""
     batch, _, model = partition.partition("|")
     return batch, model
+
+
+SHAPE_TAG = "ea/partitions"  # on every asset: its partitions' shape (batch, batch_model or model)
+
+
+def shape_tag(shape: str) -> dict[str, str]:
+    """Tags that let a selection pick one shape: ``--select 'tag:ea/partitions=batch'``."""
+    return {SHAPE_TAG: shape}

@@ -284,7 +284,11 @@ def promote(
 
 def _missing(pipeline: PipelineResource, name: str) -> str:
     row = next((r for r in list_models(pipeline) if r.name == name), None)
-    return f"{row.missing} of the live chunks missing" if row else "unknown"
+    if row is None:
+        return "unknown"
+    return (
+        f"{row.unchunked} live documents not built for it, {row.missing} live chunks missing from its index"
+    )
 
 
 def rollback(pipeline: PipelineResource) -> tuple[str, str]:

@@ -74,6 +74,7 @@ class ModelRow:
     complete: bool  # its index covers every live gold chunk (and holds nothing else)
     rows: int
     missing: int
+    unchunked: int  # live documents it has no chunks for yet
     table: str
     target: str
     embedder: str
@@ -106,8 +107,8 @@ def list_models(pipeline: PipelineResource, state: RegistryState | None = None) 
         until = m.demoted_at + retention if m.role == "previous" and m.demoted_at else None
         rows.append(ModelRow(
             m.name, m.role, m.spec.model_id, m.spec.dimension, m.spec.max_seq_length,
-            bool(recon and recon.ok and recon.expected > 0), recon.actual if recon else 0,
-            len(recon.missing) if recon else 0, m.spec.table, m.spec.target, m.spec.embedder, m.spec.base,
+            bool(recon and recon.complete), recon.actual if recon else 0,
+            len(recon.missing) if recon else 0, recon.unchunked if recon else 0, m.spec.table, m.spec.target, m.spec.embedder, m.spec.base,
             m.added_at.isoformat(), _iso(m.promoted_at), _iso(m.demoted_at), _iso(m.retired_at), _iso(until),
         ))  # fmt: skip
     return rows

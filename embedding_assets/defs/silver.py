@@ -15,7 +15,7 @@ from embedding_assets.core.faults import fault_point
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.failures import classified
-from embedding_assets.defs.keys import batches, layer_key
+from embedding_assets.defs.keys import batches, layer_key, shape_tag
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import PipelineResource, contract_key
 from embedding_assets.ingest import bronze as bronze_lib
@@ -113,6 +113,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
                 silver_key,
                 deps=consumes.deps(),
                 partitions_def=batches,
+                tags=shape_tag("batch"),
                 group_name=group,
                 code_version=SILVER_CODE,
                 kinds={"silver", "delta", "pandera"},
@@ -123,6 +124,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
                 quarantine_key,
                 deps=consumes.deps(),
                 partitions_def=batches,
+                tags=shape_tag("batch"),
                 group_name=group,
                 code_version=SILVER_CODE,
                 kinds={"delta"},

@@ -18,6 +18,7 @@ class ExpectedIndex:
 
     live: pl.DataFrame
     dead_lettered: int = 0
+    unchunked: int = 0  # live documents this model has no chunks for (its partitions not built yet)
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,16 @@ class Reconciliation:
     extra: list[str]
     stale: list[str]
     dead_lettered: int = 0
+    unchunked: int = 0
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.extra or self.stale)
+
+    @property
+    def complete(self) -> bool:
+        """The index holds every live document of gold, exactly (what a promotion needs)."""
+        return self.ok and self.unchunked == 0 and self.expected > 0
 
     def metadata(self) -> dict[str, int | str]:
         return {
@@ -64,7 +71,13 @@ def reconcile(table: ChunkTable, expected: ExpectedIndex) -> Reconciliation:
         "chunk_id"
     ].to_list()
     return Reconciliation(
-        exp.height, actual.height, sorted(missing), sorted(extra), sorted(stale), expected.dead_lettered
+        exp.height,
+        actual.height,
+        sorted(missing),
+        sorted(extra),
+        sorted(stale),
+        expected.dead_lettered,
+        expected.unchunked,
     )
 
 
