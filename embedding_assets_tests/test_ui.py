@@ -197,8 +197,39 @@ def _unsynced(ui: Ui, shapes: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
-def test_the_ui_shows_the_graph_landing_and_check_figures(ui: tuple[Ui, dg.DagsterInstance]) -> None:
-    server, _ = ui
+def _a_shadow_build_is_a_backfill_the_daemon_runs(
+    server: Ui, instance: dg.DagsterInstance, root: Path
+) -> None:
+    """`model add` with the daemon up submits the candidate's partitions as a backfill; the UI's
+    Backfills page (the same GraphQL query) lists it, and the daemon builds it to the end."""
+    from embedding_assets.defs.lifecycle import add_model
+    from embedding_assets.defs.models import list_models
+
+    pipeline = make_pipeline(root, device=None)
+    added = add_model(instance, pipeline, "other", echo=lambda _: None)
+    assert added.build is not None and added.build.by_daemon
+    query = "{ partitionBackfillsOrError { ... on PartitionBackfills { results { id status title numPartitions } } } }"
+    started, status = time.monotonic(), ""
+    while time.monotonic() - started < 240 and status not in (
+        "COMPLETED_SUCCESS",
+        "COMPLETED_FAILED",
+        "FAILED",
+    ):
+        time.sleep(2)
+        [backfill] = [
+            b
+            for b in server.query(query)["partitionBackfillsOrError"]["results"]
+            if b["id"] == added.build.backfill_id
+        ]
+        status = backfill["status"]
+    assert status == "COMPLETED_SUCCESS" and backfill["title"] == "shadow build of hashing-other", backfill
+    assert {r.name: r.complete for r in list_models(pipeline)} == {HASHING: True, "hashing-other": True}
+
+
+def test_the_ui_shows_the_graph_landing_and_check_figures(
+    root: Path, ui: tuple[Ui, dg.DagsterInstance]
+) -> None:
+    server, instance = ui
     nodes = server.query("{ assetNodes { assetKey { path } } }")["assetNodes"]
     paths = [n["assetKey"]["path"] for n in nodes]
     labels = [p[-1] for p in paths]  # what a box in the graph reads
@@ -219,6 +250,7 @@ def test_the_ui_shows_the_graph_landing_and_check_figures(ui: tuple[Ui, dg.Dagst
         ]
         assert floats, (asset, check, execution)
     assert server.stale("bronze_helpdesk", [B1, B2]) == {B1: "FRESH", B2: "FRESH"}
+    _a_shadow_build_is_a_backfill_the_daemon_runs(server, instance, root)
     text = server.log.read_text()
     assert "dagster.yaml" not in text, "dagster dev warned about an instance file"
     assert "Loading weights" not in text

@@ -27,6 +27,7 @@ from embedding_assets.defs.triggers import (
     ATTEMPT_TAG,
     REASON_TAG,
     TRIGGER_TAG,
+    Look,
     Requests,
     busy,
     busy_batches,
@@ -43,7 +44,7 @@ from embedding_assets.defs.triggers import (
     snapshot_requests,
 )
 from embedding_assets.embed.registry import RETIRED
-from embedding_assets.ingest.landing import scan_landing
+from embedding_assets.ingest.landing import LandingBatch, scan_landing
 
 
 @dataclass
@@ -135,13 +136,11 @@ def build_landing_sensor(
         seen = look(scan, cursor.seen, cursor.pending, settings.landing_settle_s, time.time())
         known = set(instance.get_dynamic_partitions(BATCHES))
         new = sorted({b.batch for b, _ in seen.hashed.values()} - known)
-        requests, moved = landing_requests(instance, seen.hashed.values())
         versions = pipeline.setting_versions(contracts)
         changed = changed_settings(instance, versions)
-        requests.merge(
-            settings_requests([c for c in changed if c.startswith("contract_")], sorted(known | set(new)))
+        requests, moved = batch_requests(
+            instance, seen, changed, sorted(known | set(new)), settings.max_run_attempts
         )
-        requests.merge(failed_requests(instance, GOLD_DOCUMENTS, settings.max_run_attempts))
         requests.merge(snapshot_requests(instance, contracts, scan, cursor.verified))
         busy_now = busy_batches(instance) | set(scan.held)  # held: a broken contract's batches wait
         cursor.pending = {b.key: b.stat_digest for b in seen.unsettled}
@@ -169,6 +168,21 @@ def build_landing_sensor(
         )
 
     return landing_sensor
+
+
+def batch_requests(
+    instance: dg.DagsterInstance,
+    seen: Look,
+    changed: Sequence[str],
+    batches: Sequence[str],
+    max_attempts: int,
+) -> tuple[Requests, list[tuple[LandingBatch, str]]]:
+    """Batches due a run up to gold/documents: their landing moved, a contract changed, or their
+    last run failed (within the attempts); and the landing partitions to observe."""
+    requests, moved = landing_requests(instance, seen.hashed.values())
+    requests.merge(settings_requests([c for c in changed if c.startswith("contract_")], list(batches)))
+    requests.merge(failed_requests(instance, GOLD_DOCUMENTS, max_attempts))
+    return requests, moved
 
 
 def partition_requests(
