@@ -167,3 +167,26 @@ def test_the_model_lifecycle_with_a_real_second_model(
     assert lineage["model"] == "all-MiniLM-L6-v2" and lineage["landing_file"].endswith(
         (".jsonl", ".csv", ".md")
     )
+
+
+def test_training_export_and_a_fine_tuned_candidate(root: Path, instance: dg.DagsterInstance) -> None:
+    """`training export` then `model train` for one step: the result loads, embeds, and is
+    registered as a candidate of the bundled model (its shadow is built by sync)."""
+    from embedding_assets.defs.models import list_models
+    from embedding_assets.defs.training import export_training, train_candidate
+
+    shutil.copytree(SAMPLE / "canary", root / "canary")
+    pipeline = make_pipeline(root, embedder_kind="sentence-transformers", canary_dir=str(root / "canary"))
+    assert sync(instance, pipeline, echo=lambda _: None).ok
+    exported = export_training(pipeline)
+    assert exported.train > 50 and exported.held_out_canary_documents > 0
+    trained = train_candidate(
+        instance, pipeline, "all-MiniLM-L6-v2", name="minilm-ft", max_steps=1, batch_size=8, build=False,
+        echo=lambda _: None,
+    )  # fmt: skip
+    assert trained.steps == 1 and trained.triples_version == exported.delta_version
+    row = next(r for r in list_models(pipeline) if r.name == "minilm-ft")
+    assert row.role == "candidate" and row.base == "all-MiniLM-L6-v2" and not row.complete
+    assert "@" in row.model_id  # a local model: its id carries its weights' fingerprint
+    built = sync(instance, pipeline, echo=lambda _: None)  # new candidates are built by sync too
+    assert built.ok and {r.name: r.complete for r in list_models(pipeline)}["minilm-ft"]
