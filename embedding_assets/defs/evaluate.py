@@ -62,6 +62,11 @@ def evaluate_model(pipeline: PipelineResource, spec: ModelSpec) -> ModelReport:
     return ModelReport(spec, evaluate_index(IndexReader(table), queries, vectors), recon)
 
 
+def canary_figures(metadata: Mapping[str, Any]) -> dict[str, float]:
+    """``<mode>/<metric>`` -> value from a ``search_index`` materialisation's metadata."""
+    return {k: float(v.value) for k, v in metadata.items() if "@10" in k and isinstance(v.value, float)}
+
+
 def previous_figures(memo: Memo) -> dict[str, float] | None:
     """The canary figures of the model's previous evaluation, if it read the same canary."""
     record = memo.records[SEARCH_INDEX]
@@ -71,7 +76,7 @@ def previous_figures(memo: Memo) -> dict[str, float] | None:
     consumed: Mapping[str, str] = mat.metadata["consumed"].value  # type: ignore[assignment]
     if consumed.get(CANARY_QUERIES) != memo.consumed.get(CANARY_QUERIES):
         return None
-    return {k: float(v.value) for k, v in mat.metadata.items() if "@10" in k and isinstance(v.value, float)}  # type: ignore[arg-type]
+    return canary_figures(mat.metadata)
 
 
 def canary_outcome(report: ModelReport, previous: dict[str, float] | None) -> CheckOutcome:
@@ -129,6 +134,7 @@ def search_index(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
         else pipeline.index_table(spec).version(),
         "complete": report.complete,
         "missing": len(recon.missing),
+        "unchunked": recon.unchunked,
         "extra": len(recon.extra),
         "stale": len(recon.stale),
         "canary_queries": report.evaluation.scores["hybrid"].queries if report.evaluation else 0,

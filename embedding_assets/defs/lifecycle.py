@@ -28,11 +28,12 @@ from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 from dagster._core.utils import make_new_backfill_id
 
-from embedding_assets.defs.evaluate import CANARY_CHECK
+from embedding_assets.config import Settings
+from embedding_assets.defs.evaluate import CANARY_CHECK, canary_figures
 from embedding_assets.defs.factory import build_defs
 from embedding_assets.defs.instance import process_tags
 from embedding_assets.defs.keys import MODEL_KEYS, SEARCH_INDEX, batch_model
-from embedding_assets.defs.models import list_models, register_models
+from embedding_assets.defs.models import register_models
 from embedding_assets.defs.outcome import RunOutcome
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import observe, ready_batches, run_partition
@@ -186,6 +187,8 @@ class Evaluated:
     check: str  # the canary_regression check's message
     check_passed: bool
     index_version: int
+    missing: int = 0  # live chunks missing from its index
+    unchunked: int = 0  # live documents it has no chunks for yet
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role, "complete": self.complete, "index_version": self.index_version,
@@ -201,9 +204,9 @@ def latest_evaluation(instance: dg.DagsterInstance, name: str, role: str) -> Eva
         return None
     meta: dict[str, Any] = {k: v.value for k, v in mat.metadata.items()}
     check: dict[str, Any] = next((c for c in meta.get("checks") or [] if c.get("name") == CANARY_CHECK), {})
-    figures = {k: float(v) for k, v in meta.items() if "@10" in k and isinstance(v, float)}
-    return Evaluated(name, role, bool(meta.get("complete")), figures, str(check.get("message", "")),
-                     bool(check.get("passed", True)), int(meta.get("lancedb_version") or 0))  # fmt: skip
+    return Evaluated(name, role, bool(meta.get("complete")), canary_figures(mat.metadata), str(check.get("message", "")),
+                     bool(check.get("passed", True)), int(meta.get("lancedb_version") or 0),
+                     int(meta.get("missing") or 0), int(meta.get("unchunked") or 0))  # fmt: skip
 
 
 def evaluate(
@@ -237,6 +240,25 @@ class Promoted:
     serving: Evaluated | None
 
 
+def promotion_gate(settings: Settings, cand: Evaluated | None, serv: Evaluated | None) -> list[str]:
+    """Why the candidate may not be promoted yet (none: it may)."""
+    problems = []
+    if cand is not None and not cand.complete:
+        problems.append(
+            f"its shadow index is not complete ({cand.unchunked} live documents not built for it, "
+            f"{cand.missing} live chunks missing from its index)"
+        )
+    if cand is not None and serv is not None and cand.figures and serv.figures:
+        problems += promotion_problems(
+            cand.figures,
+            serv.figures,
+            DEFAULT_MODE,
+            settings.promote_recall_tolerance,
+            settings.promote_mrr_tolerance,
+        )
+    return problems
+
+
 def promote(
     instance: dg.DagsterInstance, pipeline: PipelineResource, name: str, *, force: bool = False,
     echo: Callable[[str], None] = print,
@@ -252,16 +274,7 @@ def promote(
     assert serving is not None
     evaluations = {e.name: e for e in evaluate(instance, pipeline, [name, serving.name], echo)}
     cand, serv = evaluations.get(name), evaluations.get(serving.name)
-    s = pipeline.settings()
-    problems = (
-        []
-        if cand is None or cand.complete
-        else [f"its shadow index is not complete ({_missing(pipeline, name)})"]
-    )
-    if cand is not None and serv is not None and cand.figures and serv.figures:
-        problems += promotion_problems(
-            cand.figures, serv.figures, DEFAULT_MODE, s.promote_recall_tolerance, s.promote_mrr_tolerance
-        )
+    problems = promotion_gate(pipeline.settings(), cand, serv)
     if problems and not force:
         raise RegistryError(
             f"promote {name!r} refused, nothing changed: "
@@ -280,15 +293,6 @@ def promote(
 
     pipeline.registry().commit(make)
     return Promoted(name, serving.name, bool(problems), problems, cand, serv)
-
-
-def _missing(pipeline: PipelineResource, name: str) -> str:
-    row = next((r for r in list_models(pipeline) if r.name == name), None)
-    if row is None:
-        return "unknown"
-    return (
-        f"{row.unchunked} live documents not built for it, {row.missing} live chunks missing from its index"
-    )
 
 
 def rollback(pipeline: PipelineResource) -> tuple[str, str]:
