@@ -76,20 +76,18 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
+# Wall-clock columns: ingestion, embedding and failure times, and when a registry event was
+# written ("at"), differ between two otherwise identical runs.
+VOLATILE = ("_ingested_at", "embedded_at", "failed_at", "at")
+
+
 def lake_snapshot(root: Path) -> dict[str, pl.DataFrame]:
-    """Every Delta table's rows, sorted, without wall-clock columns (ingestion, embedding and
-    failure times differ between two otherwise identical runs)."""
+    """Every Delta table's rows, sorted, without wall-clock columns."""
     out = {}
     for log in sorted((root / "lake").rglob("_delta_log")):
         table = log.parent
         frame = pl.read_delta(str(table))
-        volatile = (
-            "_ingested_at",
-            "embedded_at",
-            "failed_at",
-            "at",
-        )  # "at": when a registry event was written
-        frame = frame.drop([c for c in frame.columns if c in volatile])
+        frame = frame.drop([c for c in frame.columns if c in VOLATILE])
         sortable = [c for c, t in frame.schema.items() if t not in (pl.List(pl.Float32), pl.Binary)]
         out[str(table.relative_to(root / "lake"))] = frame.sort(sortable)
     return out
@@ -136,6 +134,12 @@ def index_snapshot(root: Path, model_id: str = "hashing-embedder-v1") -> pl.Data
     db = lancedb.connect(str(root / "lancedb"))
     table = db.open_table(f"chunks__{model_slug(model_id)}")
     return pl.from_arrow(table.to_arrow()).sort("chunk_id")  # type: ignore[return-value]
+
+
+def index_content(root: Path, model_id: str = "hashing-embedder-v1") -> pl.DataFrame:
+    """The model's LanceDB rows without vectors or wall-clock columns: what two runs over the
+    same landing must agree on."""
+    return index_snapshot(root, model_id).drop(["vector", *VOLATILE], strict=False)
 
 
 @dataclass
