@@ -42,7 +42,7 @@ register: install $(DAGSTER_HOME)/dagster.yaml  ## add the landing zone's batche
 
 TEST_WORKERS ?= 2
 test: install  ## the whole suite, as CI runs it (TEST_WORKERS processes; 2 on CI's 2 cores)
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow and not model"

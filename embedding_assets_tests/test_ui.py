@@ -25,9 +25,10 @@ import pytest
 from embedding_assets.defs.factory import build_defs, materialisable_keys
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
-from embedding_assets_tests.conftest import HASHING, REPO, index_snapshot, make_pipeline
+from embedding_assets_tests.conftest import HASHING, REPO, SAMPLE, index_snapshot, make_pipeline
 
-pytestmark = pytest.mark.slow
+# Both tests share one synced sample and one `dagster dev` (on one worker, in file order).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui")]
 B1, B2 = "2026-11-01", "2026-11-08"
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 STALE_QUERY = """query($path: [String!]!, $partitions: [String!]!) {
@@ -97,10 +98,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def ui(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Ui, dg.DagsterInstance]]:
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ui, dg.DagsterInstance, Path]]:
+    tmp_path = tmp_path_factory.mktemp("ui")
+    root = tmp_path / "data"
+    for part in ("contracts", "landing"):
+        shutil.copytree(SAMPLE / part, root / part)
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(REPO / "embedding_assets" / "instance.yaml", home / "dagster.yaml")
@@ -121,7 +124,7 @@ def ui(
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             try:
-                yield _connect(f"http://127.0.0.1:{port}", log, server), instance
+                yield _connect(f"http://127.0.0.1:{port}", log, server), instance, root
             finally:
                 os.killpg(server.pid, signal.SIGTERM)
                 try:
@@ -226,40 +229,10 @@ def _a_shadow_build_is_a_backfill_the_daemon_runs(
     assert {r.name: r.complete for r in list_models(pipeline)} == {HASHING: True, "hashing-other": True}
 
 
-def test_the_ui_shows_the_graph_landing_and_check_figures(
-    root: Path, ui: tuple[Ui, dg.DagsterInstance]
-) -> None:
-    server, instance = ui
-    nodes = server.query("{ assetNodes { assetKey { path } } }")["assetNodes"]
-    paths = [n["assetKey"]["path"] for n in nodes]
-    labels = [p[-1] for p in paths]  # what a box in the graph reads
-    assert len(labels) == len(set(labels)), labels
-    assert {"landing_helpdesk", "bronze_helpdesk", "silver_helpdesk", "quarantine_helpdesk"} <= set(labels)
-    stats = server.query(
-        '{ assetNodeOrError(assetKey: {path: ["landing_helpdesk"]}) { ... on AssetNode { partitionStats { numMaterialized numPartitions } } } }'
-    )["assetNodeOrError"]["partitionStats"]
-    assert stats == {"numMaterialized": 2, "numPartitions": 2}  # observed, not "0% filled"
-    for asset, check in [("silver_helpdesk", "rows_accounted"), ("silver_helpdesk", "quarantine_rate"),
-                         ("silver_helpdesk", "drift"), ("embeddings", "embedding_drift")]:  # fmt: skip
-        partition = f"{B2}|{HASHING}" if asset == "embeddings" else B2
-        [execution] = server.query(CHECK_QUERY, path=[asset], check=check, partition=partition)[
-            "assetCheckExecutions"
-        ]
-        floats = [
-            e for e in execution["evaluation"]["metadataEntries"] if e["__typename"] == "FloatMetadataEntry"
-        ]
-        assert floats, (asset, check, execution)
-    assert server.stale("bronze_helpdesk", [B1, B2]) == {B1: "FRESH", B2: "FRESH"}
-    _a_shadow_build_is_a_backfill_the_daemon_runs(server, instance, root)
-    text = server.log.read_text()
-    assert "dagster.yaml" not in text, "dagster dev warned about an instance file"
-    assert "Loading weights" not in text
-
-
 def test_an_observed_edit_shows_unsynced_and_the_ui_rebuilds_only_what_changed(
-    root: Path, ui: tuple[Ui, dg.DagsterInstance]
+    ui: tuple[Ui, dg.DagsterInstance, Path],
 ) -> None:
-    server, instance = ui
+    server, instance, root = ui
     shapes = _materialisable(root)
     requests = _observe_edit(root, instance, "Zebracode one.")
     runs = [(r.dagster_run.tags.get("ea/reason"), r.dagster_run.status) for r in instance.get_run_records()]
@@ -302,3 +275,31 @@ def test_an_observed_edit_shows_unsynced_and_the_ui_rebuilds_only_what_changed(
     }
     assert not _unsynced(server, shapes)
     assert index_snapshot(root)["text"].str.contains("Zebracode two", literal=True).any()
+
+
+def test_the_ui_shows_the_graph_landing_and_check_figures(ui: tuple[Ui, dg.DagsterInstance, Path]) -> None:
+    server, instance, root = ui
+    nodes = server.query("{ assetNodes { assetKey { path } } }")["assetNodes"]
+    paths = [n["assetKey"]["path"] for n in nodes]
+    labels = [p[-1] for p in paths]  # what a box in the graph reads
+    assert len(labels) == len(set(labels)), labels
+    assert {"landing_helpdesk", "bronze_helpdesk", "silver_helpdesk", "quarantine_helpdesk"} <= set(labels)
+    stats = server.query(
+        '{ assetNodeOrError(assetKey: {path: ["landing_helpdesk"]}) { ... on AssetNode { partitionStats { numMaterialized numPartitions } } } }'
+    )["assetNodeOrError"]["partitionStats"]
+    assert stats == {"numMaterialized": 2, "numPartitions": 2}  # observed, not "0% filled"
+    for asset, check in [("silver_helpdesk", "rows_accounted"), ("silver_helpdesk", "quarantine_rate"),
+                         ("silver_helpdesk", "drift"), ("embeddings", "embedding_drift")]:  # fmt: skip
+        partition = f"{B2}|{HASHING}" if asset == "embeddings" else B2
+        [execution] = server.query(CHECK_QUERY, path=[asset], check=check, partition=partition)[
+            "assetCheckExecutions"
+        ]
+        floats = [
+            e for e in execution["evaluation"]["metadataEntries"] if e["__typename"] == "FloatMetadataEntry"
+        ]
+        assert floats, (asset, check, execution)
+    assert server.stale("bronze_helpdesk", [B1, B2]) == {B1: "FRESH", B2: "FRESH"}
+    _a_shadow_build_is_a_backfill_the_daemon_runs(server, instance, root)
+    text = server.log.read_text()
+    assert "dagster.yaml" not in text, "dagster dev warned about an instance file"
+    assert "Loading weights" not in text

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 # --------------------------------------------------------------------------------------------------
 # Garbage text
@@ -462,6 +461,8 @@ def ks_statistic(reference: Sequence[float], current: Sequence[float]) -> tuple[
     """Two-sample Kolmogorov-Smirnov (statistic, p-value); ``(0.0, 1.0)`` when a side is empty."""
     if len(reference) == 0 or len(current) == 0:
         return 0.0, 1.0
+    from scipy import stats  # here: a second of import that a CLI call without drift checks skips
+
     result = stats.ks_2samp(np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64))
     return float(result.statistic), float(result.pvalue)
 
