@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export LANCEDB_LOG ?= error
 
-.PHONY: install run sync register search test test-fast dev bench bench-smoke lint sample clean
+.PHONY: install run sync register search test test-fast dev bench bench-smoke lint sample clean prod-up prod-run prod-down
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -61,6 +61,26 @@ lint: install
 	$(VENV)/bin/ruff format --check embedding_assets embedding_assets_tests bench
 	$(VENV)/bin/ruff check embedding_assets embedding_assets_tests bench
 	$(VENV)/bin/mypy embedding_assets
+
+# The production profile: the Dagster instance in Postgres, the lake and the index on S3 (moto's
+# server on 127.0.0.1:5555 here; unset AWS_ENDPOINT_URL and set real credentials for AWS).
+PROD_ENV = DAGSTER_HOME=$(CURDIR)/data/prod/dagster \
+	DAGSTER_PG_URL=$${DAGSTER_PG_URL:-postgresql://postgres@127.0.0.1:5432/embedding_assets} \
+	EA_LAKE_URI=$${EA_LAKE_URI:-s3://embedding-assets/lake} \
+	EA_LANCEDB_URI=$${EA_LANCEDB_URI:-s3://embedding-assets/lancedb} \
+	AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL-http://127.0.0.1:5555} AWS_ALLOW_HTTP=$${AWS_ALLOW_HTTP:-true} \
+	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-testing} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-testing} \
+	AWS_REGION=$${AWS_REGION:-us-east-1}
+
+prod-up: install  ## the production profile's services: the database, moto's S3 and its bucket
+	$(PROD_ENV) $(PY) -m embedding_assets.prod up
+
+prod-run: install  ## sync and one example search on the production profile
+	$(PROD_ENV) $(VENV)/bin/embedding-assets sync
+	$(PROD_ENV) $(VENV)/bin/embedding-assets search "$(QUERY)" -k 5
+
+prod-down:  ## stop what prod-up started (by the process ids under data/prod/)
+	$(PROD_ENV) $(PY) -m embedding_assets.prod down
 
 sample:  ## regenerate the committed sample landing data
 	$(PY) -m embedding_assets.samplegen data

@@ -31,12 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     models.add_parsers(sub)
     args = parser.parse_args(argv)
     from embedding_assets.contracts.model import ContractError
+    from embedding_assets.core.services import ServiceError
     from embedding_assets.embed.registry import RegistryError
     from embedding_assets.evaluate.canary import CanaryError
 
     try:
         return int(args.func(args))
-    except (UsageError, ContractError, RegistryError, CanaryError) as exc:
+    except (UsageError, ContractError, RegistryError, CanaryError, ServiceError) as exc:
         print(f"embedding-assets {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -112,7 +112,10 @@ HIT_KEYS = ("doc_id", "chunk_id", "source", "score", "text")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from embedding_assets.core.services import check_storage
+
     settings = Settings.from_env()
+    check_storage(EA_LAKE_URI=settings.lake_uri, EA_LANCEDB_URI=settings.lancedb_uri)
     if args.queries_file:
         queries = [q.strip() for q in Path(args.queries_file).read_text().splitlines() if q.strip()]
     elif args.query:

@@ -12,6 +12,14 @@ from pathlib import Path
 import dagster as dg
 
 from embedding_assets.config import Settings
+from embedding_assets.core.services import (
+    PG_URL_VAR,
+    check_postgres,
+    check_storage,
+    pg_url,
+    sqlalchemy_url,
+    uses_postgres,
+)
 
 log = logging.getLogger(__name__)
 HOST_TAG, PID_TAG, PID_START_TAG = "ea/host", "ea/pid", "ea/pid_start"
@@ -29,13 +37,19 @@ def embedded_instance_yaml() -> str:
 
 
 def local_instance(settings: Settings) -> dg.DagsterInstance:
-    """The SQLite Dagster instance under ``$DAGSTER_HOME`` (default ``data/dagster``)."""
+    """The Dagster instance under ``$DAGSTER_HOME`` (default ``data/dagster``): SQLite there, or
+    the Postgres database of ``DAGSTER_PG_URL`` when its ``dagster.yaml`` says so (``deploy/``).
+    The services the settings name are checked first, so a command fails before it writes."""
+    check_storage(EA_LAKE_URI=settings.lake_uri, EA_LANCEDB_URI=settings.lancedb_uri)
     home = settings.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(embedded_instance_yaml())
     os.environ["DAGSTER_HOME"] = str(home)
+    if uses_postgres(config.read_text(encoding="utf-8")):
+        check_postgres(pg_url())
+        os.environ[PG_URL_VAR] = sqlalchemy_url(pg_url())
     # Two processes creating a fresh SQLite instance at once both stamp its schema version and
     # leave it unusable; an exclusive lock serialises the first-time set-up.
     with (home / ".instance.lock").open("w") as lock:

@@ -1,0 +1,147 @@
+"""``python -m embedding_assets.prod up|down``: bring up the production profile's local services
+(what ``make prod-up`` and ``make prod-down`` run). ``up`` creates the Dagster database when it is
+missing, starts moto's S3 server on 127.0.0.1:5555 when ``AWS_ENDPOINT_URL`` points there, creates
+the buckets that ``EA_LAKE_URI`` and ``EA_LANCEDB_URI`` name, and puts ``deploy/dagster.yaml`` in
+``$DAGSTER_HOME``. The ids of the processes it starts go under ``data/prod/``; ``down`` stops
+those, and nothing else. Against real S3, leave ``AWS_ENDPOINT_URL`` unset: no server is started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from embedding_assets.core.services import ServiceError, libpq_url, pg_url, redacted, s3_buckets
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("EA_PROD_STATE", "data/prod")).resolve()
+
+
+def create_database(url: str, reset: bool = False) -> bool:
+    """Create the URL's database on its server when it is missing (or drop it first, ``reset``);
+    True when it was created."""
+    import psycopg2
+
+    plain = urlsplit(libpq_url(url))
+    name = plain.path.lstrip("/") or "postgres"
+    try:
+        conn = psycopg2.connect(plain._replace(path="/postgres").geturl(), connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise ServiceError(f"DAGSTER_PG_URL={redacted(url)}: {' '.join(str(exc).split())}") from None
+    conn.autocommit = True  # CREATE DATABASE runs outside a transaction
+    try:
+        with conn.cursor() as cur:
+            if reset:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            cur.execute(f'CREATE DATABASE "{name}"')
+            return True
+    finally:
+        conn.close()
+
+
+def _answering(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+        return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_moto(endpoint: str, logs: Path) -> int | None:
+    """moto's S3 server at a loopback endpoint (its pid), unless something already answers there."""
+    parts = urlsplit(endpoint)
+    if parts.hostname not in ("127.0.0.1", "localhost") or _answering(endpoint):
+        return None
+    moto = Path(sys.executable).with_name("moto_server")
+    with (logs / "moto.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [str(moto), "-H", parts.hostname, "-p", str(parts.port or 80)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not _answering(endpoint):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise ServiceError(f"moto's S3 server did not start at {endpoint}; see {logs / 'moto.log'}")
+        time.sleep(0.2)
+    return proc.pid
+
+
+def create_buckets(uris: dict[str, str]) -> list[str]:
+    import boto3
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    s3 = boto3.client("s3", region_name=region)
+    names = [b.name for b in s3_buckets(**uris)]
+    have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for name in [n for n in names if n not in have]:
+        s3.create_bucket(Bucket=name)
+    return names
+
+
+def up() -> list[str]:
+    """What ``make prod-up`` reports, one line each."""
+    state = state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    said = []
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    pid = start_moto(endpoint, state) if endpoint else None
+    if pid is not None:
+        (state / "moto.pid").write_text(str(pid))
+        said.append(f"moto S3 server started at {endpoint} (pid {pid}); it keeps objects in memory")
+    # A fresh moto server holds an empty lake: a Dagster database that remembers an older one
+    # would call every table damaged, so it starts afresh with it.
+    created = create_database(pg_url(), reset=pid is not None)
+    said.append(f"database {'created' if created else 'exists'}: {redacted(pg_url())}")
+    uris = {k: os.environ.get(k, "") for k in ("EA_LAKE_URI", "EA_LANCEDB_URI")}
+    said.append(f"buckets: {', '.join(create_buckets(uris)) or 'none (the lake is local)'}")
+    home = Path(os.environ.get("DAGSTER_HOME", str(state / "dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    said.append(f"Dagster instance: {home / 'dagster.yaml'} (Postgres)")
+    return said
+
+
+def down() -> list[str]:
+    said = []
+    for pidfile in sorted(state_dir().glob("*.pid")):
+        pid = int(pidfile.read_text().strip() or 0)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            said.append(f"stopped {pidfile.stem} (pid {pid})")
+        except ProcessLookupError:
+            said.append(f"{pidfile.stem} (pid {pid}) was not running")
+        pidfile.unlink()
+    return said or ["nothing to stop"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if args not in (["up"], ["down"]):
+        print("usage: python -m embedding_assets.prod up|down", file=sys.stderr)
+        return 2
+    try:
+        for line in up() if args == ["up"] else down():
+            print(line)
+    except ServiceError as exc:
+        print(f"prod-{args[0]}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The production profile on real services: the Dagster instance in this machine's PostgreSQL
+(127.0.0.1:5432), the lake and the LanceDB index on S3 (moto's server, started here). The same
+sample gives the same lake, the same index and the same data versions as the embedded profile;
+a misconfigured service is one line that names its setting, and nothing is written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from embedding_assets.core.services import sqlalchemy_url
+from embedding_assets.defs.sync import sync
+from embedding_assets.embed.embedder import model_slug
+from embedding_assets.prod import create_database
+from embedding_assets_tests.conftest import (
+    HASHING,
+    REPO,
+    SAMPLE,
+    VOLATILE,
+    index_snapshot,
+    lake_snapshot,
+    make_pipeline,
+    materializations,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.xdist_group("services")]
+PG = "postgresql://postgres@127.0.0.1:5432"
+B1, B2 = "2026-11-01", "2026-11-08"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _moto(log: Path, **env: str) -> Iterator[str]:
+    """moto's S3 server on a free loopback port (its endpoint), stopped on exit."""
+    port = _free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out, env={**os.environ, **env}
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            break
+        except urllib.error.HTTPError:
+            break
+        except (urllib.error.URLError, OSError):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _moto(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
+
+
+def _aws(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+    }  # fmt: skip
+
+
+def _s3(endpoint: str):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> str:
+    name = f"ea-{uuid.uuid4().hex[:12]}"
+    _s3(s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL, dropped afterwards."""
+    import psycopg2
+
+    url = f"{PG}/ea_test_{uuid.uuid4().hex[:10]}"
+    assert create_database(url)
+    yield url
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    conn.close()
+
+
+def _production(tmp_path: Path, endpoint: str, bucket: str, pg_url: str) -> tuple[Path, dict[str, str]]:
+    """A copy of the sample with the production profile's instance file, and its environment."""
+    data = tmp_path / "prod"
+    for part in ("contracts", "landing"):
+        shutil.copytree(SAMPLE / part, data / part)
+    (data / "dagster").mkdir()
+    shutil.copy(REPO / "deploy" / "dagster.yaml", data / "dagster" / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EA_", "AWS_", "DAGSTER_"))}
+    env.update(
+        _aws(endpoint), EA_DATA_DIR=str(data), EA_EMBEDDER="hashing", EA_LANDING_SETTLE_S="0",
+        DAGSTER_HOME=str(data / "dagster"), DAGSTER_PG_URL=pg_url, EA_LAKE_URI=f"s3://{bucket}/lake",
+        EA_LANCEDB_URI=f"s3://{bucket}/lancedb", LANCEDB_LOG="error",
+    )  # fmt: skip
+    return data, env
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "embedding_assets.cli", *args],
+        env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+
+
+def _s3_lake(endpoint: str, bucket: str) -> dict[str, pl.DataFrame]:
+    """Every Delta table under ``s3://bucket/lake``, as :func:`lake_snapshot` reads a local lake."""
+    keys = _s3(endpoint).list_objects_v2(Bucket=bucket, Prefix="lake/", MaxKeys=10_000)["Contents"]
+    tables = sorted({k["Key"].split("/_delta_log/")[0] for k in keys if "/_delta_log/" in k["Key"]})
+    out = {}
+    for table in tables:
+        frame = pl.read_delta(f"s3://{bucket}/{table}", storage_options=_aws(endpoint))
+        frame = frame.drop([c for c in frame.columns if c in VOLATILE])
+        sortable = [c for c, t in frame.schema.items() if t not in (pl.List(pl.Float32), pl.Binary)]
+        out[table.removeprefix("lake/")] = frame.sort(sortable)
+    return out
+
+
+def _s3_index(endpoint: str, bucket: str) -> pl.DataFrame:
+    import lancedb
+
+    db = lancedb.connect(f"s3://{bucket}/lancedb", storage_options=_aws(endpoint))
+    rows = db.open_table(f"chunks__{model_slug(HASHING)}").to_arrow()
+    return pl.from_arrow(rows).sort("chunk_id")  # type: ignore[return-value]
+
+
+def _data_versions(instance: dg.DagsterInstance) -> dict[str, str]:
+    return {
+        b: str(materializations(instance, "gold_documents", b)[-1].tags["dagster/data_version"])
+        for b in (B1, B2)
+    }
+
+
+def test_the_sample_on_postgres_and_s3_equals_the_embedded_profile(
+    root: Path, instance: dg.DagsterInstance, tmp_path: Path, s3_endpoint: str, bucket: str, database: str
+) -> None:
+    embedded = sync(instance, make_pipeline(root), echo=lambda _: None)
+    assert embedded.ok, embedded.render()
+
+    data, env = _production(tmp_path, s3_endpoint, bucket, database)
+    first = _cli(env, "sync")
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = _cli(env, "sync")
+    assert again.returncode == 0 and "runs launched: 0" in again.stdout, again.stdout
+
+    remote, local = _s3_lake(s3_endpoint, bucket), lake_snapshot(root)
+    assert remote.keys() == local.keys()
+    for table, frame in local.items():
+        assert remote[table].equals(frame), table
+    index, local = _s3_index(s3_endpoint, bucket), index_snapshot(root)
+    assert index.drop(list(VOLATILE), strict=False).equals(local.drop(list(VOLATILE), strict=False))
+    assert not (data / "lake").exists() and not (data / "lancedb").exists()
+
+    os.environ["DAGSTER_PG_URL"] = sqlalchemy_url(database)
+    try:
+        with dg.DagsterInstance.from_config(str(data / "dagster")) as pg:
+            assert type(pg.run_storage).__name__ == "PostgresRunStorage"
+            assert len(pg.get_run_records()) == embedded.runs >= 5
+            assert _data_versions(pg) == _data_versions(instance)  # the gold content hash
+    finally:
+        del os.environ["DAGSTER_PG_URL"]
+
+
+def test_postgres_refusing_connections_is_one_line_naming_its_setting(
+    tmp_path: Path, s3_endpoint: str, bucket: str
+) -> None:
+    _, env = _production(tmp_path, s3_endpoint, bucket, "postgresql://postgres@127.0.0.1:1/nothing")
+    out = _cli(env, "sync")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "DAGSTER_PG_URL=postgresql://postgres@127.0.0.1:1/nothing" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Contents" not in _s3(s3_endpoint).list_objects_v2(Bucket=bucket)  # nothing written
+
+
+@pytest.mark.parametrize("setting", ["EA_LAKE_URI", "EA_LANCEDB_URI"])
+def test_a_missing_bucket_is_one_line_naming_its_setting(
+    tmp_path: Path, s3_endpoint: str, bucket: str, database: str, setting: str
+) -> None:
+    _, env = _production(tmp_path, s3_endpoint, bucket, database)
+    env[setting] = "s3://no-such-bucket-here/x"
+    for command in (["sync"], ["search", "thermostat"]):
+        out = _cli(env, *command)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert (
+            f"{setting}=s3://no-such-bucket-here/x: bucket 'no-such-bucket-here' does not exist" in out.stderr
+        )
+        assert "Traceback" not in out.stderr
+    assert "Contents" not in _s3(s3_endpoint).list_objects_v2(Bucket=bucket)
+
+
+def test_refused_s3_credentials_are_one_line_naming_them(tmp_path: Path, database: str) -> None:
+    """A moto server that checks signatures (as AWS does) refuses keys it never issued."""
+    with _moto(tmp_path / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:
+        _, env = _production(tmp_path, endpoint, "some-bucket", database)
+        out = _cli(env, "sync")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert (
+        "EA_LAKE_URI=s3://some-bucket/lake: S3 at" in out.stderr and "refused the credentials" in out.stderr
+    )
+    assert "AWS_ACCESS_KEY_ID" in out.stderr and "Traceback" not in out.stderr
+
+
+def _append(uri: str, options: dict[str, str], writer: int, n: int) -> int:
+    from embedding_assets.core.lake import Lake
+
+    os.environ.update(options)
+    lake = Lake(uri)
+    for i in range(n):
+        frame = pl.DataFrame({"batch": [f"w{writer}-{i}"], "writer": [writer], "n": [i]})
+        lake.overwrite_batch("t", frame, f"w{writer}-{i}")
+    return n
+
+
+def test_concurrent_delta_writers_on_s3_lose_no_commit(s3_endpoint: str, bucket: str) -> None:
+    """deltalake 1.x commits on S3 with a conditional put (If-None-Match: *): moto refuses the
+    second writer of a log entry, so the loser retries on the next version instead of
+    overwriting the winner's commit."""
+    import botocore.exceptions
+
+    s3 = _s3(s3_endpoint)
+    s3.put_object(Bucket=bucket, Key="probe", Body=b"1", IfNoneMatch="*")
+    with pytest.raises(botocore.exceptions.ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket=bucket, Key="probe", Body=b"2", IfNoneMatch="*")
+
+    uri, writers, each = f"s3://{bucket}/lake", 4, 6
+    with ProcessPoolExecutor(writers, mp_context=get_context("spawn")) as pool:
+        done = list(pool.map(_append, [uri] * writers, [_aws(s3_endpoint)] * writers, range(writers),
+                             [each] * writers))  # fmt: skip
+    assert done == [each] * writers
+    rows = pl.read_delta(f"{uri}/t", storage_options=_aws(s3_endpoint))
+    assert rows.height == writers * each and rows["batch"].n_unique() == writers * each
