@@ -70,9 +70,10 @@ PROD_ENV = DAGSTER_HOME=$(CURDIR)/data/prod/dagster \
 	EA_LANCEDB_URI=$${EA_LANCEDB_URI:-s3://embedding-assets/lancedb} \
 	AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL-http://127.0.0.1:5555} AWS_ALLOW_HTTP=$${AWS_ALLOW_HTTP:-true} \
 	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-testing} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-testing} \
-	AWS_REGION=$${AWS_REGION:-us-east-1}
+	AWS_REGION=$${AWS_REGION:-us-east-1} EA_EXECUTOR=$${EA_EXECUTOR:-celery} \
+	EA_BROKER_URL=$${EA_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672//}
 
-prod-up: install  ## the production profile's services: the database, moto's S3 and its bucket
+prod-up: install  ## the production profile's services: the database, moto's S3 and its bucket, 2 Celery workers
 	$(PROD_ENV) $(PY) -m embedding_assets.prod up
 
 prod-run: install  ## sync and one example search on the production profile

@@ -46,6 +46,9 @@ class Settings:
     model_retention_h: float = 48.0  # a model that stopped serving is kept (and built) this long for rollback
     promote_recall_tolerance: float = 0.01  # promote needs canary recall@10 >= serving's minus this
     promote_mrr_tolerance: float = 0.01  # ... and MRR@10 >= serving's minus this
+    executor: str = "in_process"  # how a sync's runs execute their steps: in_process, or celery
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"  # the Celery broker (EA_EXECUTOR=celery)
+    celery_queue: str = "embedding_assets"  # the profile's own queue: other Celery apps never take its steps
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -1,8 +1,8 @@
 """``python -m embedding_assets.prod up|down``: bring up the production profile's local services
 (what ``make prod-up`` and ``make prod-down`` run). ``up`` creates the Dagster database when it is
 missing, starts moto's S3 server on 127.0.0.1:5555 when ``AWS_ENDPOINT_URL`` points there, creates
-the buckets that ``EA_LAKE_URI`` and ``EA_LANCEDB_URI`` name, and puts ``deploy/dagster.yaml`` in
-``$DAGSTER_HOME``. The ids of the processes it starts go under ``data/prod/``; ``down`` stops
+the buckets that ``EA_LAKE_URI`` and ``EA_LANCEDB_URI`` name, puts ``deploy/dagster.yaml`` in
+``$DAGSTER_HOME`` and starts ``EA_CELERY_WORKERS`` (2) Celery workers over ``EA_BROKER_URL``. The ids of the processes it starts go under ``data/prod/``; ``down`` stops
 those, and nothing else. Against real S3, leave ``AWS_ENDPOINT_URL`` unset: no server is started."""
 
 from __future__ import annotations
@@ -15,10 +15,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from embedding_assets.core.services import ServiceError, libpq_url, pg_url, redacted, s3_buckets
+from embedding_assets.core.services import (
+    ServiceError,
+    libpq_url,
+    pg_url,
+    redacted,
+    s3_buckets,
+    sqlalchemy_url,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,6 +101,51 @@ def create_buckets(uris: dict[str, str]) -> list[str]:
     return names
 
 
+def write_worker_config(path: Path, broker_url: str, queue: str) -> Path:
+    """The Celery settings the workers share with every run's orchestrator."""
+    import yaml
+
+    from embedding_assets.defs.executors import celery_config
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"execution": {"config": celery_config(broker_url, queue)}}))
+    return path
+
+
+def start_workers(n: int, state: Path, env: dict[str, str] | None = None, name: str = "worker") -> list[int]:
+    """``n`` Celery workers (``dagster-celery worker start``), each in its own process group and
+    with its own log under ``state``; they read the pipeline's settings from ``env``."""
+    bin_dir = Path(sys.executable).parent
+    base = dict(env if env is not None else os.environ)
+    base["PATH"] = f"{bin_dir}{os.pathsep}{base.get('PATH', '')}"  # it runs `celery` from PATH
+    base["DAGSTER_PG_URL"] = sqlalchemy_url(base.get("DAGSTER_PG_URL") or pg_url())  # on psycopg2
+    from embedding_assets.config import Settings
+
+    defaults = Settings.for_root(state)
+    broker = base.get("EA_BROKER_URL", "").strip() or defaults.broker_url
+    queue = base.get("EA_CELERY_QUEUE", "").strip() or defaults.celery_queue
+    config = write_worker_config(state / "celery.yaml", broker, queue)
+    pids = []
+    for i in range(1, n + 1):
+        with (state / f"{name}-{i}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+                 "-y", str(config), "-q", queue, "--name", f"{name}-{i}"],
+                stdout=out, stderr=subprocess.STDOUT, env=base, start_new_session=True,
+            )  # fmt: skip
+        pids.append(proc.pid)
+    deadline = time.monotonic() + 90
+    for i in range(1, n + 1):
+        while "ready." not in (state / f"{name}-{i}.log").read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                for pid in pids:  # none is left behind to take a later profile's steps
+                    with suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                raise ServiceError(f"Celery worker {i} did not start; see {state / f'{name}-{i}.log'}")
+            time.sleep(0.3)
+    return pids
+
+
 def up() -> list[str]:
     """What ``make prod-up`` reports, one line each."""
     state = state_dir()
@@ -113,6 +166,14 @@ def up() -> list[str]:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     said.append(f"Dagster instance: {home / 'dagster.yaml'} (Postgres)")
+    from embedding_assets.config import Settings
+    from embedding_assets.defs.executors import check_broker
+
+    check_broker(Settings.from_env())
+    n = int(os.environ.get("EA_CELERY_WORKERS", "2"))
+    for i, worker in enumerate(start_workers(n, state), start=1):
+        (state / f"worker-{i}.pid").write_text(str(worker))
+    said.append(f"{n} Celery workers started over {Settings.from_env().broker_url} (logs in {state})")
     return said
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,8 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import pytest
 from embedding_assets.core.services import sqlalchemy_url
 from embedding_assets.defs.sync import sync
 from embedding_assets.embed.embedder import model_slug
-from embedding_assets.prod import create_database
+from embedding_assets.prod import create_database, start_workers
 from embedding_assets_tests.conftest import (
     HASHING,
     REPO,
@@ -40,6 +42,7 @@ from embedding_assets_tests.conftest import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.xdist_group("services")]
 PG = "postgresql://postgres@127.0.0.1:5432"
+BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 B1, B2 = "2026-11-01", "2026-11-08"
 
 
@@ -120,7 +123,34 @@ def database() -> Iterator[str]:
     conn.close()
 
 
-def _production(tmp_path: Path, endpoint: str, bucket: str, pg_url: str) -> tuple[Path, dict[str, str]]:
+@dataclass(frozen=True)
+class Embedded:
+    """The sample synced once on the embedded profile: what the production profile must equal."""
+
+    root: Path
+    lake: dict[str, pl.DataFrame]
+    index: pl.DataFrame
+    data_versions: dict[str, str]
+    runs: int
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Embedded:
+    root = tmp_path_factory.mktemp("embedded") / "data"
+    for part in ("contracts", "landing"):
+        shutil.copytree(SAMPLE / part, root / part)
+    (root.parent / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(root.parent / "dagster")) as instance:
+        summary = sync(instance, make_pipeline(root), echo=lambda _: None)
+        assert summary.ok, summary.render()
+        return Embedded(
+            root, lake_snapshot(root), index_snapshot(root), _data_versions(instance), summary.runs
+        )
+
+
+def _production(
+    tmp_path: Path, endpoint: str, bucket: str, pg_url: str, executor: str = "celery"
+) -> tuple[Path, dict[str, str]]:
     """A copy of the sample with the production profile's instance file, and its environment."""
     data = tmp_path / "prod"
     for part in ("contracts", "landing"):
@@ -131,9 +161,25 @@ def _production(tmp_path: Path, endpoint: str, bucket: str, pg_url: str) -> tupl
     env.update(
         _aws(endpoint), EA_DATA_DIR=str(data), EA_EMBEDDER="hashing", EA_LANDING_SETTLE_S="0",
         DAGSTER_HOME=str(data / "dagster"), DAGSTER_PG_URL=pg_url, EA_LAKE_URI=f"s3://{bucket}/lake",
-        EA_LANCEDB_URI=f"s3://{bucket}/lancedb", LANCEDB_LOG="error",
+        EA_LANCEDB_URI=f"s3://{bucket}/lancedb", LANCEDB_LOG="error", EA_EXECUTOR=executor,
+        EA_BROKER_URL=BROKER, HF_HUB_OFFLINE="1", EA_CELERY_QUEUE=f"ea-test-{uuid.uuid4().hex[:8]}",
     )  # fmt: skip
     return data, env
+
+
+@contextmanager
+def _workers(state: Path, envs: list[dict[str, str]]) -> Iterator[list[int]]:
+    """One Celery worker per environment (their pids), killed with their children on exit."""
+    state.mkdir(parents=True, exist_ok=True)
+    tag, pids = uuid.uuid4().hex[:6], []
+    try:
+        for i, env in enumerate(envs):
+            pids += start_workers(1, state / f"w{i}", env, name=f"test-{tag}-{i}")
+        yield pids
+    finally:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -172,22 +218,22 @@ def _data_versions(instance: dg.DagsterInstance) -> dict[str, str]:
 
 
 def test_the_sample_on_postgres_and_s3_equals_the_embedded_profile(
-    root: Path, instance: dg.DagsterInstance, tmp_path: Path, s3_endpoint: str, bucket: str, database: str
+    embedded: Embedded, tmp_path: Path, s3_endpoint: str, bucket: str, database: str
 ) -> None:
-    embedded = sync(instance, make_pipeline(root), echo=lambda _: None)
-    assert embedded.ok, embedded.render()
-
     data, env = _production(tmp_path, s3_endpoint, bucket, database)
-    first = _cli(env, "sync")
-    assert first.returncode == 0, first.stdout + first.stderr
-    again = _cli(env, "sync")
-    assert again.returncode == 0 and "runs launched: 0" in again.stdout, again.stdout
+    with _workers(tmp_path / "workers", [env, env]):
+        first = _cli(env, "sync")
+        assert first.returncode == 0, first.stdout + first.stderr
+        again = _cli(env, "sync")
+        assert again.returncode == 0 and "runs launched: 0" in again.stdout, again.stdout
+    logs = [p.read_text() for p in sorted((tmp_path / "workers").rglob("*.log"))]
+    assert all("succeeded" in log for log in logs), "a worker ran no step"  # the steps fanned out
 
-    remote, local = _s3_lake(s3_endpoint, bucket), lake_snapshot(root)
+    remote, local = _s3_lake(s3_endpoint, bucket), embedded.lake
     assert remote.keys() == local.keys()
     for table, frame in local.items():
         assert remote[table].equals(frame), table
-    index, local = _s3_index(s3_endpoint, bucket), index_snapshot(root)
+    index, local = _s3_index(s3_endpoint, bucket), embedded.index
     assert index.drop(list(VOLATILE), strict=False).equals(local.drop(list(VOLATILE), strict=False))
     assert not (data / "lake").exists() and not (data / "lancedb").exists()
 
@@ -196,9 +242,52 @@ def test_the_sample_on_postgres_and_s3_equals_the_embedded_profile(
         with dg.DagsterInstance.from_config(str(data / "dagster")) as pg:
             assert type(pg.run_storage).__name__ == "PostgresRunStorage"
             assert len(pg.get_run_records()) == embedded.runs >= 5
-            assert _data_versions(pg) == _data_versions(instance)  # the gold content hash
+            assert _data_versions(pg) == embedded.data_versions  # the gold content hash
     finally:
         del os.environ["DAGSTER_PG_URL"]
+
+
+def test_a_worker_killed_mid_step_hands_the_step_to_the_other_and_nothing_is_lost(
+    embedded: Embedded, tmp_path: Path, s3_endpoint: str, bucket: str, database: str
+) -> None:
+    """The first worker is SIGKILLed (with its pool) inside an embeddings step; the step's message
+    was not acknowledged, so the broker hands it to the second worker, which runs it again."""
+    data, env = _production(tmp_path, s3_endpoint, bucket, database)
+    marker = tmp_path / "in-embedding-step"
+    doomed = {**env, "EA_FAULTS": f"embed.encode=touch:{marker}+sleep:3600"}
+    with _workers(tmp_path / "first", [doomed]) as [first]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "embedding_assets.cli", "sync"], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.5)
+        with _workers(tmp_path / "second", [env]):
+            os.killpg(first, signal.SIGKILL)
+            out, _ = proc.communicate(timeout=280)
+    assert proc.returncode == 0, out
+    remote = _s3_lake(s3_endpoint, bucket)
+    assert remote.keys() == embedded.lake.keys()
+    for table, frame in embedded.lake.items():
+        assert remote[table].equals(frame), table
+    index = _s3_index(s3_endpoint, bucket)
+    assert index["chunk_id"].is_duplicated().sum() == 0
+    assert index.drop(list(VOLATILE), strict=False).equals(embedded.index.drop(list(VOLATILE), strict=False))
+
+
+def test_an_unknown_executor_or_an_unreachable_broker_is_one_line_naming_its_setting(
+    tmp_path: Path, s3_endpoint: str, bucket: str, database: str
+) -> None:
+    _, env = _production(tmp_path, s3_endpoint, bucket, database, executor="threads")
+    out = _cli(env, "sync")
+    assert out.returncode == 2 and "EA_EXECUTOR='threads' is not an executor" in out.stderr, out.stderr
+    env.update(EA_EXECUTOR="celery", EA_BROKER_URL="amqp://guest:guest@127.0.0.1:1//")
+    out = _cli(env, "sync")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "EA_BROKER_URL=amqp://guest:guest@127.0.0.1:1//" in out.stderr and "Traceback" not in out.stderr
+    assert "Contents" not in _s3(s3_endpoint).list_objects_v2(Bucket=bucket)
 
 
 def test_postgres_refusing_connections_is_one_line_naming_its_setting(
@@ -262,7 +351,7 @@ def test_concurrent_delta_writers_on_s3_lose_no_commit(s3_endpoint: str, bucket:
     with pytest.raises(botocore.exceptions.ClientError, match="PreconditionFailed"):
         s3.put_object(Bucket=bucket, Key="probe", Body=b"2", IfNoneMatch="*")
 
-    uri, writers, each = f"s3://{bucket}/lake", 4, 6
+    uri, writers, each = f"s3://{bucket}/lake", 4, 4
     with ProcessPoolExecutor(writers, mp_context=get_context("spawn")) as pool:
         done = list(pool.map(_append, [uri] * writers, [_aws(s3_endpoint)] * writers, range(writers),
                              [each] * writers))  # fmt: skip

@@ -5,7 +5,11 @@ Set ``EA_FAULTS`` to a comma-separated list of ``point=action``:
 - ``kill``: SIGKILL this process the first time the point is reached (``kill@3``: the third time);
 - ``raise``: raise :class:`InjectedFault` every time (``raise*2``: only the first two times);
 - ``raise-if:TEXT``: raise when any of the point's texts contains ``TEXT`` (a poison record);
-- ``sleep:SECONDS``: wait there every time (a slow step, for signal tests).
+- ``sleep:SECONDS``: wait there every time (a slow step, for signal tests);
+- ``touch:PATH``: create the file PATH, so a test knows the point was reached (where it can't see
+  the process: a step on a Celery worker).
+
+Actions join with ``+`` and run in order: ``embed.encode=touch:/tmp/in-step+sleep:60``.
 
 Unset (the default) every point is a no-op costing one dict lookup. Points in use:
 ``bronze.before_write``, ``bronze.after_write``, ``silver.between_tables``, ``silver.after_write``,
@@ -21,6 +25,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 ENV = "EA_FAULTS"
 _hits: Counter[str] = Counter()
@@ -42,11 +47,15 @@ def _actions() -> dict[str, str]:
 def fault_point(name: str, texts: Sequence[str] = ()) -> None:
     if ENV not in os.environ:
         return
-    action = _actions().get(name)
-    if action is None:
+    actions = _actions().get(name)
+    if actions is None:
         return
     _hits[name] += 1
-    hit = _hits[name]
+    for action in actions.split("+"):
+        _act(name, action, _hits[name], texts)
+
+
+def _act(name: str, action: str, hit: int, texts: Sequence[str]) -> None:
     if action.startswith("kill"):
         nth = int(action.partition("@")[2] or 1)
         if hit == nth:
@@ -61,6 +70,8 @@ def fault_point(name: str, texts: Sequence[str] = ()) -> None:
             raise InjectedFault(f"injected fault at {name} (hit {hit})")
     elif action.startswith("sleep:"):
         time.sleep(float(action.partition(":")[2]))
+    elif action.startswith("touch:"):
+        Path(action.partition(":")[2]).touch()
     else:
         raise ValueError(f"{ENV}: unknown action {action!r} for {name}")
 

@@ -14,6 +14,7 @@ from embedding_assets.contracts.model import Contract
 from embedding_assets.defs.bronze import bronze_asset
 from embedding_assets.defs.embed import embeddings
 from embedding_assets.defs.evaluate import search_index
+from embedding_assets.defs.executors import executor_def
 from embedding_assets.defs.gold import gold_chunks, gold_documents_asset
 from embedding_assets.defs.index import index_matches_gold, vector_index
 from embedding_assets.defs.keys import batch_models, batches, models
@@ -62,7 +63,7 @@ def build_defs(contracts_dir: Path, pipeline: PipelineResource | None = None) ->
     found = read_contracts(contracts_dir)  # a broken contract holds back its source, not the location
     contracts = found.contracts
     assets = build_assets(contracts, list(found.problems))
-    interval = (pipeline.settings() if pipeline else Settings.from_env()).sensor_interval_s
+    settings = pipeline.settings() if pipeline else Settings.from_env()
     return dg.Definitions(
         assets=assets,
         asset_checks=[index_matches_gold],
@@ -70,12 +71,13 @@ def build_defs(contracts_dir: Path, pipeline: PipelineResource | None = None) ->
             build_landing_sensor(
                 contracts,
                 {shape: materialisable_keys(assets, shape) for shape in SHAPES},
-                interval,
+                settings.sensor_interval_s,
                 found.problems,
             )
         ],
         resources={"pipeline": pipeline or PipelineResource(contracts_dir=str(contracts_dir))},
-        # One process per run: the model and tokenizer load once per run instead of once per step,
-        # which costs more than the per-source parallelism a multiprocess executor would give.
-        executor=dg.in_process_executor,
+        # Embedded: one process per run, so the model and tokenizer load once per run instead of
+        # once per step (that costs more than per-source parallelism gives). EA_EXECUTOR=celery:
+        # each step goes to a Celery worker.
+        executor=executor_def(settings),
     )

@@ -20,6 +20,7 @@ from embedding_assets.core.services import (
     sqlalchemy_url,
     uses_postgres,
 )
+from embedding_assets.defs.executors import check_broker, check_executor
 
 log = logging.getLogger(__name__)
 HOST_TAG, PID_TAG, PID_START_TAG = "ea/host", "ea/pid", "ea/pid_start"
@@ -41,6 +42,9 @@ def local_instance(settings: Settings) -> dg.DagsterInstance:
     the Postgres database of ``DAGSTER_PG_URL`` when its ``dagster.yaml`` says so (``deploy/``).
     The services the settings name are checked first, so a command fails before it writes."""
     check_storage(EA_LAKE_URI=settings.lake_uri, EA_LANCEDB_URI=settings.lancedb_uri)
+    check_executor(settings)
+    if settings.executor == "celery":
+        check_broker(settings)
     home = settings.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"

@@ -17,6 +17,9 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from embedding_assets.config import Settings
 from embedding_assets.contracts.load import ContractSet
@@ -156,23 +159,38 @@ def run_tags(requests: Requests, partition: str, options: Options) -> dict[str, 
 Spec = tuple[type[PipelineResource], dict[str, Any]]
 
 
+def location_job() -> ReconstructableJob:
+    """The code location's asset job by its pointer (``embedding_assets.definitions:defs``): a
+    Celery worker loads it from its own environment to run a step."""
+    repository = ReconstructableRepository.for_module("embedding_assets.definitions", "defs", os.getcwd())
+    return repository.get_reconstructable_job(IMPLICIT_ASSET_JOB_NAME)
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_partition(
     instance_ref: Any, pipeline: PipelineResource | Spec, partition: str, shape: str, tags: dict[str, str]
 ) -> RunOutcome:
-    """One partition's run of its shape's assets, in this process (a worker, with ``--jobs``)."""
+    """One partition's run of its shape's assets: in this process (a worker, with ``--jobs``), or
+    with its steps on Celery workers (``EA_EXECUTOR=celery``; the workers build the pipeline from
+    their environment)."""
     if isinstance(pipeline, tuple):
         pipeline = pipeline[0](**pipeline[1])
     defs = build_defs(pipeline.settings().contracts_dir, pipeline)
-    job = defs.resolve_implicit_global_asset_job_def()
+    keys = materialisable_keys(list(defs.assets or []), shape)  # type: ignore[arg-type]
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
-        result = off_main_thread(lambda: job.execute_in_process(
-            instance=instance,
-            partition_key=partition,
-            asset_selection=materialisable_keys(list(defs.assets or []), shape),  # type: ignore[arg-type]
-            raise_on_error=False,
-            tags=tags,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        ))  # fmt: skip
+        if pipeline.settings().executor == "celery":
+            result: Any = off_main_thread(lambda: dg.execute_job(
+                location_job(), instance, run_config=QUIET, raise_on_error=False,
+                tags={**tags, PARTITION_NAME_TAG: partition}, asset_selection=keys,
+            ))  # fmt: skip
+        else:
+            job = defs.resolve_implicit_global_asset_job_def()
+            result = off_main_thread(lambda: job.execute_in_process(
+                instance=instance, partition_key=partition, asset_selection=keys, raise_on_error=False,
+                tags=tags, run_config=QUIET,
+            ))  # fmt: skip
         return outcome_of(result, partition, defs, shape)
 
 
