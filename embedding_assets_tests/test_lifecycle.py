@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -128,6 +129,7 @@ def test_a_candidate_of_another_dimension_is_built_evaluated_promoted_and_rolled
     done = promote(instance, synced, "hashing-small-128", force=True)
     assert synced.registry_state().serving.name == "hashing-small-128"  # type: ignore[union-attr]
     assert done.previous == HASHING
+    _searches_during_rollback_and_promote_never_mix_models(root, instance, synced)
     embedded = materialization_count(instance, "embeddings")
     assert rollback(synced) == (HASHING, "hashing-small-128")
     assert materialization_count(instance, "embeddings") == embedded  # instant: nothing re-embedded
@@ -143,6 +145,47 @@ def test_a_candidate_of_another_dimension_is_built_evaluated_promoted_and_rolled
     summary = sync(instance, synced, echo=_quiet)
     assert summary.ok, summary.render()
     assert {r.name: r.complete for r in list_models(synced)} == {HASHING: True, "hashing-small-128": True}
+
+
+def _searches_during_rollback_and_promote_never_mix_models(
+    root: Path, instance: dg.DagsterInstance, synced: PipelineResource
+) -> None:
+    """Searches run while another thread flips the serving model back and forth. Each answers
+    from one model: its query vector fits that model's table (384 against 128 dimensions would
+    fail), and every hit is a chunk of that model's table, with that table's text."""
+    from embedding_assets.cli.search import run_search
+
+    tables = {
+        name: pl.from_arrow(lancedb.connect(str(root / "lancedb")).open_table(f"chunks__{slug}").to_arrow())
+        for name, slug in ((HASHING, "hashing_embedder_v1"), ("hashing-small-128", "hashing_small_128"))
+    }
+    texts = {name: dict(zip(t["chunk_id"], t["text"], strict=True)) for name, t in tables.items()}
+    done, errors = threading.Event(), list[BaseException]()
+
+    def flip() -> None:
+        try:
+            for _ in range(2):
+                rollback(synced)
+                promote(instance, synced, "hashing-small-128", force=True)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    seen: set[str] = set()
+    while not done.is_set() or not seen:
+        for result in run_search(
+            synced.settings(), ["kettle lid sticks", "thermostat schedule"], 5, "hybrid", None
+        ):
+            seen.add(result["model"])
+            for hit in result["hits"]:
+                assert texts[result["model"]].get(hit["chunk_id"]) == hit["text"], (result["model"], hit)
+    flipper.join()
+    assert not errors, errors
+    # Both served in turn (each promote evaluates for seconds while the rolled-back model serves).
+    assert seen == {HASHING, "hashing-small-128"}
 
 
 def test_a_canary_naming_unknown_documents_is_an_error_naming_its_line(
