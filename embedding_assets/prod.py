@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from embedding_assets.core.services import (
     ServiceError,
+    aws_region,
     libpq_url,
     pg_url,
     redacted,
@@ -70,7 +71,7 @@ def _answering(url: str) -> bool:
         return False
 
 
-def start_moto(endpoint: str, logs: Path) -> int | None:
+def start_moto(endpoint: str, logs: Path, env: dict[str, str] | None = None) -> int | None:
     """moto's S3 server at a loopback endpoint (its pid), unless something already answers there."""
     parts = urlsplit(endpoint)
     if parts.hostname not in ("127.0.0.1", "localhost") or _answering(endpoint):
@@ -79,7 +80,7 @@ def start_moto(endpoint: str, logs: Path) -> int | None:
     with (logs / "moto.log").open("ab") as out:
         proc = subprocess.Popen(
             [str(moto), "-H", parts.hostname, "-p", str(parts.port or 80)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )  # fmt: skip
     deadline = time.monotonic() + 30
     while not _answering(endpoint):
@@ -92,8 +93,7 @@ def start_moto(endpoint: str, logs: Path) -> int | None:
 def create_buckets(uris: dict[str, str]) -> list[str]:
     import boto3
 
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    s3 = boto3.client("s3", region_name=region)
+    s3 = boto3.client("s3", region_name=aws_region())
     names = [b.name for b in s3_buckets(**uris)]
     have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for name in [n for n in names if n not in have]:

@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +26,7 @@ import pytest
 from embedding_assets.core.services import sqlalchemy_url
 from embedding_assets.defs.sync import sync
 from embedding_assets.embed.embedder import model_slug
-from embedding_assets.prod import create_database, start_workers
+from embedding_assets.prod import create_database, start_moto, start_workers
 from embedding_assets_tests.conftest import (
     HASHING,
     REPO,
@@ -55,35 +53,20 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _moto(log: Path, **env: str) -> Iterator[str]:
+def _moto(logs: Path, **env: str) -> Iterator[str]:
     """moto's S3 server on a free loopback port (its endpoint), stopped on exit."""
-    port = _free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out, env={**os.environ, **env}
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            break
-        except urllib.error.HTTPError:
-            break
-        except (urllib.error.URLError, OSError):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+    url = f"http://127.0.0.1:{_free_port()}"
+    pid = start_moto(url, logs, {**os.environ, **env})
+    assert pid is not None, f"something already answers at {url}"
     try:
         yield url
     finally:
-        proc.terminate()
-        proc.wait(30)
+        os.killpg(pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _moto(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+    with _moto(tmp_path_factory.mktemp("moto")) as url:
         yield url
 
 
@@ -319,7 +302,7 @@ def test_a_missing_bucket_is_one_line_naming_its_setting(
 
 def test_refused_s3_credentials_are_one_line_naming_them(tmp_path: Path, database: str) -> None:
     """A moto server that checks signatures (as AWS does) refuses keys it never issued."""
-    with _moto(tmp_path / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:
+    with _moto(tmp_path, INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:
         _, env = _production(tmp_path, endpoint, "some-bucket", database)
         out = _cli(env, "sync")
     assert out.returncode == 2, out.stdout + out.stderr

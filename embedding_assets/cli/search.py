@@ -11,6 +11,7 @@ from typing import Any
 
 from embedding_assets.cli.common import UsageError
 from embedding_assets.config import Settings
+from embedding_assets.core.services import check_settings_storage
 from embedding_assets.index.fusion import DEFAULT_MODE
 
 MAX_K = 1000
@@ -112,10 +113,7 @@ HIT_KEYS = ("doc_id", "chunk_id", "source", "score", "text")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from embedding_assets.core.services import check_storage
-
-    settings = Settings.from_env()
-    check_storage(EA_LAKE_URI=settings.lake_uri, EA_LANCEDB_URI=settings.lancedb_uri)
+    settings = check_settings_storage(Settings.from_env())
     if args.queries_file:
         queries = [q.strip() for q in Path(args.queries_file).read_text().splitlines() if q.strip()]
     elif args.query:

@@ -83,6 +83,12 @@ def s3_buckets(**uris: str) -> list[Bucket]:
     return list(seen.values())
 
 
+def aws_region() -> str:
+    """The region boto3 is given: ``AWS_REGION`` (what deltalake and lance read), else
+    ``AWS_DEFAULT_REGION``, else us-east-1."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def check_bucket(bucket: Bucket) -> None:
     """One HEAD of the bucket with the standard ``AWS_*`` configuration: a missing bucket, bad
     credentials or an endpoint that doesn't answer each get their own line."""
@@ -97,8 +103,7 @@ def check_bucket(bucket: Bucket) -> None:
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or "AWS"
     config = botocore_config()
     try:
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        boto3.client("s3", config=config, region_name=region).head_bucket(Bucket=bucket.name)
+        boto3.client("s3", config=config, region_name=aws_region()).head_bucket(Bucket=bucket.name)
     except bx.ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchBucket", "NotFound"):
@@ -134,3 +139,9 @@ def check_storage(**uris: str) -> None:
     """Every bucket that the lake and index URIs name exists and lets us in."""
     for bucket in s3_buckets(**uris):
         check_bucket(bucket)
+
+
+def check_settings_storage(settings: Any) -> Any:
+    """``settings`` (a :class:`Settings`) once its lake and index storage answered."""
+    check_storage(EA_LAKE_URI=settings.lake_uri, EA_LANCEDB_URI=settings.lancedb_uri)
+    return settings

@@ -15,7 +15,7 @@ from embedding_assets.config import Settings
 from embedding_assets.core.services import (
     PG_URL_VAR,
     check_postgres,
-    check_storage,
+    check_settings_storage,
     pg_url,
     sqlalchemy_url,
     uses_postgres,
@@ -41,8 +41,7 @@ def local_instance(settings: Settings) -> dg.DagsterInstance:
     """The Dagster instance under ``$DAGSTER_HOME`` (default ``data/dagster``): SQLite there, or
     the Postgres database of ``DAGSTER_PG_URL`` when its ``dagster.yaml`` says so (``deploy/``).
     The services the settings name are checked first, so a command fails before it writes."""
-    check_storage(EA_LAKE_URI=settings.lake_uri, EA_LANCEDB_URI=settings.lancedb_uri)
-    check_executor(settings)
+    check_executor(check_settings_storage(settings))
     if settings.executor == "celery":
         check_broker(settings)
     home = settings.dagster_home()

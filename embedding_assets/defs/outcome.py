@@ -142,6 +142,13 @@ class SyncSummary:
             m for m, r in self.reconciliations.items() if r.startswith("DRIFT") and not self.deferred(m)
         )
 
+    def _reconciliation_lines(self) -> list[str]:
+        deferred = " (another run is still building it; the next sync checks again)"
+        return [
+            f"reconciliation: {model}: {r}" + (deferred if self.deferred(model) else "")
+            for model, r in sorted(self.reconciliations.items())
+        ]
+
     @property
     def ok(self) -> bool:
         drift = bool(self.drifted)
@@ -200,15 +207,7 @@ class SyncSummary:
             f"rows: {t['rows_read']} read into silver, {t['rows_quarantined']} quarantined, "
             f"{t['duplicates_dropped']} duplicates dropped"
         )
-        lines += [
-            f"reconciliation: {model}: {r}"
-            + (
-                " (another run is still building it; the next sync checks again)"
-                if self.deferred(model)
-                else ""
-            )
-            for model, r in sorted(self.reconciliations.items())
-        ]
+        lines += self._reconciliation_lines()
         lines += [
             f"recovered: run {r} had lost its process; marked failed, its batch ran again"
             for r in self.reaped

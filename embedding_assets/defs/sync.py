@@ -177,10 +177,11 @@ def run_partition(
     their environment)."""
     if isinstance(pipeline, tuple):
         pipeline = pipeline[0](**pipeline[1])
-    defs = build_defs(pipeline.settings().contracts_dir, pipeline)
+    settings = pipeline.settings()
+    defs = build_defs(settings.contracts_dir, pipeline)
     keys = materialisable_keys(list(defs.assets or []), shape)  # type: ignore[arg-type]
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
-        if pipeline.settings().executor == "celery":
+        if settings.executor == "celery":
             result: Any = off_main_thread(lambda: dg.execute_job(
                 location_job(), instance, run_config=QUIET, raise_on_error=False,
                 tags={**tags, PARTITION_NAME_TAG: partition}, asset_selection=keys,
