@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,6 +47,24 @@ class Written:
     version: int  # the table's version after the write (the current one when nothing was committed;
     # -1 when there is no table: nothing was ever written to it)
     committed: bool
+
+
+@dataclass(frozen=True)
+class Maintained:
+    """What maintenance did to one table."""
+
+    table: str
+    files_before: int  # data files of the current version before compaction
+    files_after: int
+    compacted: int  # small files merged into larger ones
+    vacuumed: int  # files no version within the retention needed, deleted
+    version: int
+
+    def line(self) -> str:
+        return (
+            f"{self.table}: {self.files_before} -> {self.files_after} files "
+            f"({self.compacted} compacted, {self.vacuumed} vacuumed), version {self.version}"
+        )
 
 
 def same_rows(existing: pl.DataFrame, frame: pl.DataFrame, volatile: Sequence[str] = ()) -> bool:
@@ -236,3 +255,29 @@ class Lake:
             )
 
         return _retry(write)
+
+    @_about_table
+    def maintain(self, table: str, retention_h: float) -> Maintained | None:
+        """Compact the table's small files (OPTIMIZE, one commit; the rows do not change), then
+        VACUUM the files no version newer than ``retention_h`` hours needs, checkpoint the log
+        and drop expired log entries. Time travel within the retention keeps working. None when
+        the table does not exist."""
+        before = self.table(table)
+        if before is None:
+            return None
+        files_before = len(before.file_uris())
+
+        def compact() -> dict[str, Any]:
+            return dict(DeltaTable(self.uri(table)).optimize.compact())
+
+        metrics = _retry(compact)
+        dt = DeltaTable(self.uri(table))
+        removed = dt.vacuum(
+            retention_hours=max(0, math.ceil(retention_h)), dry_run=False, enforce_retention_duration=False
+        )
+        dt.create_checkpoint()
+        dt.cleanup_metadata()
+        return Maintained(
+            table, files_before, len(DeltaTable(self.uri(table)).file_uris()),
+            int(metrics.get("numFilesRemoved", 0)), len(removed), dt.version(),
+        )  # fmt: skip

@@ -24,12 +24,12 @@ from embedding_assets.evaluate.canary import load_canary
 from embedding_assets.evaluate.training import (
     TRIPLE_DEFAULTS,
     TRIPLE_SCHEMA,
+    TRIPLES_TABLE,
     TripleSettings,
     training_triples,
 )
 from embedding_assets.gold.documents import latest_documents
 
-TRIPLES_TABLE = "training/triples"
 EXPORT_SCHEMA = pl.Schema(
     {**TRIPLE_SCHEMA, "gold_version": pl.Int64(), "exported_at": pl.Datetime("us", "UTC")}
 )

@@ -39,6 +39,8 @@ TRIPLE_SCHEMA = pl.Schema(
 )
 POSITIVE_CHARS = 2000  # the model reads at most max_seq_length tokens of it anyway
 
+TRIPLES_TABLE = "training/triples"  # the exported triples, a Delta table in the lake
+
 
 @dataclass(frozen=True)
 class TripleSettings:

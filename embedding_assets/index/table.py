@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import lancedb
 import polars as pl
 import pyarrow as pa
 
@@ -121,6 +120,29 @@ LINEAGE = [
 FTS_COLUMNS = ["text", "doc_id"]  # doc ids carry ticket numbers and SKUs, which users search for
 
 
+def _fragments(table: Any) -> int:
+    stats: Any = table.stats()  # a plain dict at run time, typed as a class
+    return int(stats["fragment_stats"]["num_fragments"])
+
+
+@dataclass(frozen=True)
+class IndexMaintained:
+    """What maintenance did to one model's table."""
+
+    table: str
+    fragments_before: int
+    fragments_after: int
+    versions_before: int
+    versions_after: int
+    version: int
+
+    def line(self) -> str:
+        return (
+            f"{self.table}: {self.fragments_before} -> {self.fragments_after} fragments, "
+            f"{self.versions_before} -> {self.versions_after} versions kept, version {self.version}"
+        )
+
+
 class ChunkTable:
     """A handle on one model's chunk table; it exists once the first batch is written."""
 
@@ -132,6 +154,8 @@ class ChunkTable:
         self.dimension = dimension
         self.metadata = dict(metadata or {})  # typed metadata columns, filterable in search
         self.name = table_name(model)
+        import lancedb  # 1.4 s to import: only processes that open an index pay it
+
         self._db = lancedb.connect(uri)
 
     def schema(self) -> pa.Schema:
@@ -167,6 +191,21 @@ class ChunkTable:
 
     def version(self) -> int:
         return int(self.open().version) if self.exists() else 0
+
+    def maintain(self, retention: timedelta) -> IndexMaintained | None:
+        """Compact small fragments (and materialise deletions), fold new rows into the ANN and
+        full-text indexes, and delete versions older than ``retention`` (the newest is kept; a
+        search pinned to a version within it still reads it). None when the table does not exist."""
+        if not self.exists():
+            return None
+        table = self.open()
+        before, versions = _fragments(table), len(table.list_versions())
+        commit(lambda: table.optimize(cleanup_older_than=retention))
+        table = self._db.open_table(self.name)
+        return IndexMaintained(
+            self.name, before, _fragments(table), versions,
+            len(table.list_versions()), int(table.version),
+        )  # fmt: skip
 
     def drop(self) -> bool:
         """Drop the table (a retired model's index); False when there was none."""
