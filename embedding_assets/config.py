@@ -49,6 +49,8 @@ class Settings:
     executor: str = "in_process"  # how a sync's runs execute their steps: in_process, or celery
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"  # the Celery broker (EA_EXECUTOR=celery)
     celery_queue: str = "embedding_assets"  # the profile's own queue: other Celery apps never take its steps
+    alert_webhook: str = ""  # failed runs, failed blocking checks and late batches are POSTed here as JSON
+    maintenance_cron: str = "0 3 * * *"  # when the lake_maintenance job compacts and vacuums (UTC)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -75,6 +75,7 @@ def parse_contract(raw: Any, path: Path) -> Contract:
         version=int(raw.get("version", 1)),
         owner=raw.get("owner"),
         description=raw.get("description"),
+        freshness_sla_minutes=float(raw.get("freshness_sla_minutes", 10.0)),
         title=raw.get("title"),
         updated_at=raw.get("updated_at"),
         deleted=_deleted_marker(raw.get("deleted")),

@@ -107,6 +107,7 @@ class Contract:
     version: int = 1
     owner: str | None = None
     description: str | None = None
+    freshness_sla_minutes: float = 10.0  # a landed batch must be searchable this soon
     title: str | None = None
     updated_at: str | None = None
     deleted: DeletedMarker | None = None

@@ -11,13 +11,16 @@ import dagster as dg
 from embedding_assets.config import Settings
 from embedding_assets.contracts.load import read_contracts
 from embedding_assets.contracts.model import Contract
+from embedding_assets.defs.alerts import check_failure_alerts, run_failure_alerts
 from embedding_assets.defs.bronze import bronze_asset
 from embedding_assets.defs.embed import embeddings
 from embedding_assets.defs.evaluate import search_index
 from embedding_assets.defs.executors import executor_def
+from embedding_assets.defs.freshness import freshness_sensor
 from embedding_assets.defs.gold import gold_chunks, gold_documents_asset
 from embedding_assets.defs.index import index_matches_gold, vector_index
 from embedding_assets.defs.keys import batch_models, batches, models
+from embedding_assets.defs.maintenance import lake_maintenance, maintenance_schedule
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sensors import build_landing_sensor
 from embedding_assets.defs.silver import silver_asset
@@ -67,13 +70,18 @@ def build_defs(contracts_dir: Path, pipeline: PipelineResource | None = None) ->
     return dg.Definitions(
         assets=assets,
         asset_checks=[index_matches_gold],
+        jobs=[lake_maintenance],
+        schedules=[maintenance_schedule(settings.maintenance_cron)],
         sensors=[
             build_landing_sensor(
                 contracts,
                 {shape: materialisable_keys(assets, shape) for shape in SHAPES},
                 settings.sensor_interval_s,
                 found.problems,
-            )
+            ),
+            freshness_sensor,
+            run_failure_alerts,
+            check_failure_alerts,
         ],
         resources={"pipeline": pipeline or PipelineResource(contracts_dir=str(contracts_dir))},
         # Embedded: one process per run, so the model and tokenizer load once per run instead of

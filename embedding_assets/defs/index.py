@@ -1,6 +1,7 @@
 """vector_index: one LanceDB table per model, upserted by chunk id (newer wins), deletions
 applied, FTS and ANN indexes kept current; and the reconciliation of the index against gold."""
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from embedding_assets.core.lake import Lake
 from embedding_assets.defs.bronze import STEP_RETRY
 from embedding_assets.defs.embed import DEAD_LETTER_TABLE, provenance
 from embedding_assets.defs.failures import classified
+from embedding_assets.defs.freshness import FRESHNESS_SPEC, freshness_outcome
 from embedding_assets.defs.gold import GOLD_DOC_SCHEMA
 from embedding_assets.defs.keys import (
     EMBEDDINGS,
@@ -33,7 +35,7 @@ from embedding_assets.index.repair import ExpectedIndex, reconcile
 from embedding_assets.index.writer import ApplyResult, IndexWriter
 from embedding_assets.memo import Previous
 
-INDEX_CODE = "vector-index-2"
+INDEX_CODE = "vector-index-3"  # 3: the searchable_within_sla check and the lag
 CONSUMES = Consumes(
     shape="batch_model",
     assets=(EMBEDDINGS, GOLD_CHUNKS),
@@ -85,6 +87,7 @@ def newest_versions(lake: Lake, documents: pl.DataFrame) -> pl.DataFrame:
     kinds={"lancedb"},
     code_version=INDEX_CODE,
     retry_policy=STEP_RETRY,
+    check_specs=[FRESHNESS_SPEC],
 )
 @classified
 def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
@@ -107,14 +110,16 @@ def vector_index(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     applied = writer.apply_batch(found.rows, found.documents, newest_versions(lake, found.documents))
     built = writer.ensure_indexes()
     fingerprint = IndexReader(writer.table).batch_fingerprint(batch)
+    fresh = freshness_outcome(pipeline, batch, spec, time.time())
     metadata = {
         "dagster/row_count": fingerprint.height,
         **index_metadata(writer, applied, built, found),
         "embeddings_delta_version": lake.version("embeddings") or 0,
         **provenance(pipeline, spec),
+        **fresh.figures,  # landed_to_searchable_s: a float, plotted by the UI
     }
     version = sha256_text(frame_hash(fingerprint, ["chunk_id", "chunk_hash"]), spec.model_id)
-    yield from memo.built(VECTOR_INDEX, version, metadata, decision)
+    yield from memo.built(VECTOR_INDEX, version, metadata, decision, [fresh])
 
 
 def index_metadata(
