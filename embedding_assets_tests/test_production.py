@@ -341,3 +341,127 @@ def test_concurrent_delta_writers_on_s3_lose_no_commit(s3_endpoint: str, bucket:
     assert done == [each] * writers
     rows = pl.read_delta(f"{uri}/t", storage_options=_aws(s3_endpoint))
     assert rows.height == writers * each and rows["batch"].n_unique() == writers * each
+
+
+WRITES = ("PUT", "POST", "DELETE")
+
+
+class FlakyS3:
+    """A small HTTP proxy in front of moto that answers every ``every``-th write (PUT, POST or
+    DELETE) with a 503 or a 500 (alternately) instead of forwarding it, as S3 does under load.
+    It records every request and what it answered."""
+
+    def __init__(self, upstream: str, every: int = 4) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
+        proxy, target, lock = self, urlsplit(upstream), threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    n = sum(m in WRITES for m, _, _ in proxy.requests) + 1 if self.command in WRITES else 1
+                    failed = 500 if n % (2 * every) == 0 else 503 if n % every == 0 else 0
+                    proxy.requests.append((self.command, self.path, failed or 200))
+                if failed:
+                    error = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+                    self.send_response(failed)
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error if self.command != "HEAD" else b"")
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")
+                }
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):
+                        self.send_header(k, v)
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length or "0")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def failed(self, part: str = "") -> list[tuple[str, str, int]]:
+        return [r for r in self.requests if r[2] >= 500 and part in r[1]]
+
+
+def _read_every_table(endpoint: str, bucket: str) -> list[str]:
+    """Read each Delta table's newest version in full, straight from moto; what went wrong."""
+    from deltalake import DeltaTable
+
+    keys = _s3(endpoint).list_objects_v2(Bucket=bucket, Prefix="lake/", MaxKeys=10_000).get("Contents", [])
+    tables = sorted({k["Key"].split("/_delta_log/")[0] for k in keys if "/_delta_log/" in k["Key"]})
+    problems = []
+    for table in tables:
+        try:
+            DeltaTable(f"s3://{bucket}/{table}", storage_options=_aws(endpoint)).to_pyarrow_table()
+        except Exception as error:  # noqa: BLE001 - any failure to read a committed version counts
+            problems.append(f"{table}: {error}")
+    return problems
+
+
+def test_s3_errors_are_retried_with_backoff_and_readers_never_see_a_partial_commit(
+    embedded: Embedded, tmp_path: Path, s3_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write in four answers 503 (one in eight 500) while the sample syncs onto S3; a reader
+    meanwhile reads every table's newest version from S3 directly. deltalake and lance retry
+    each refused request with backoff; a commit is one conditional put of a log entry (or a
+    manifest) after its data files, so a reader sees a version whole or not at all."""
+    import threading
+
+    flaky = FlakyS3(s3_endpoint, every=4)
+    for name, value in _aws(flaky.url).items():
+        monkeypatch.setenv(name, value)
+    root = tmp_path / "data"
+    for part in ("contracts", "landing"):
+        shutil.copytree(SAMPLE / part, root / part)
+    pipeline = make_pipeline(root, lake_uri=f"s3://{bucket}/lake", lancedb_uri=f"s3://{bucket}/lancedb")
+    seen: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            seen.extend(_read_every_table(s3_endpoint, bucket))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    try:
+        (tmp_path / "dagster").mkdir()
+        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+            summary = sync(instance, pipeline, echo=lambda _: None)
+    finally:
+        done.set()
+        watcher.join()
+    assert summary.ok, summary.render()
+    assert flaky.failed("/_delta_log/") and flaky.failed("/lancedb/"), "faults reached the commits"
+    assert not seen, seen[:3]
+    remote = _s3_lake(s3_endpoint, bucket)
+    assert remote.keys() == embedded.lake.keys()
+    for table, frame in embedded.lake.items():
+        assert remote[table].equals(frame), table
+    index = _s3_index(s3_endpoint, bucket)
+    assert index.drop(list(VOLATILE), strict=False).equals(embedded.index.drop(list(VOLATILE), strict=False))
