@@ -39,6 +39,10 @@ CHECK_QUERY = """query($path: [String!]!, $check: String!, $partition: String) {
     evaluation { metadataEntries { __typename label ... on FloatMetadataEntry { floatValue } } }
   }
 }"""
+MATERIALISATIONS = """query($path: [String!]!, $partitions: [String!]!) {
+  assetOrError(assetKey: {path: $path}) { ... on Asset { assetMaterializations(partitions: $partitions) {
+    metadataEntries { __typename label ... on FloatMetadataEntry { floatValue } } } } }
+}"""
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
   ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
@@ -289,8 +293,9 @@ def test_the_ui_shows_the_graph_landing_and_check_figures(ui: tuple[Ui, dg.Dagst
     )["assetNodeOrError"]["partitionStats"]
     assert stats == {"numMaterialized": 2, "numPartitions": 2}  # observed, not "0% filled"
     for asset, check in [("silver_helpdesk", "rows_accounted"), ("silver_helpdesk", "quarantine_rate"),
-                         ("silver_helpdesk", "drift"), ("embeddings", "embedding_drift")]:  # fmt: skip
-        partition = f"{B2}|{HASHING}" if asset == "embeddings" else B2
+                         ("silver_helpdesk", "drift"), ("embeddings", "embedding_drift"),
+                         ("vector_index", "searchable_within_sla")]:  # fmt: skip
+        partition = f"{B2}|{HASHING}" if asset in ("embeddings", "vector_index") else B2
         [execution] = server.query(CHECK_QUERY, path=[asset], check=check, partition=partition)[
             "assetCheckExecutions"
         ]
@@ -298,6 +303,14 @@ def test_the_ui_shows_the_graph_landing_and_check_figures(ui: tuple[Ui, dg.Dagst
             e for e in execution["evaluation"]["metadataEntries"] if e["__typename"] == "FloatMetadataEntry"
         ]
         assert floats, (asset, check, execution)
+    # The landed -> searchable lag of each batch is a float on its index materialisations: the
+    # asset's Plots tab draws those over time.
+    mats = server.query(
+        MATERIALISATIONS, path=["vector_index"], partitions=[f"{b}|{HASHING}" for b in (B1, B2)]
+    )
+    for mat in mats["assetOrError"]["assetMaterializations"]:
+        [lag] = [e for e in mat["metadataEntries"] if e["label"] == "landed_to_searchable_s"]
+        assert lag["__typename"] == "FloatMetadataEntry" and lag["floatValue"] >= 0, mat
     assert server.stale("bronze_helpdesk", [B1, B2]) == {B1: "FRESH", B2: "FRESH"}
     _a_shadow_build_is_a_backfill_the_daemon_runs(server, instance, root)
     text = server.log.read_text()
