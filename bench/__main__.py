@@ -15,7 +15,9 @@ from typing import Any
 from bench.common import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("embed_stage", "incremental", "datapath", "index", "orchestration", "daemon", "canary")
+SECTIONS = (
+    "embed_stage", "incremental", "datapath", "index", "orchestration", "daemon", "canary", "maintenance", "scale",
+)  # fmt: skip
 
 
 def main() -> int:
@@ -83,6 +85,14 @@ def main() -> int:
             from bench import canary
 
             report[name] = canary.run(args.smoke)
+        elif name == "maintenance":
+            from bench import maintenance
+
+            report[name] = maintenance.run(args.smoke)
+        elif name == "scale":
+            from bench import scale
+
+            report[name] = scale.run(args.smoke)
         report[name]["section_s"] = round(time.perf_counter() - started, 1)
         report[name]["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         print(json.dumps(report[name], indent=2), flush=True)
@@ -192,6 +202,20 @@ def render(report: dict[str, Any]) -> str:
     if d:
         lines.append(
             f"| 6 daemon | edit → searchable under `dagster dev`, {d['sensor_interval_s']} s sensor interval, p50 / p95 over {len(d['edit_to_searchable_s'])} edits | **{d['p50_s']} / {d['p95_s']} s** | p95 ≤ 60 s |"
+        )
+    mt = report.get("maintenance")
+    if mt:
+        b, a = mt["before"], mt["after"]
+        lines.append(
+            f"| 7 maintenance ({mt['batches']} small batches) | files on disk before → after: Delta data / Delta log / LanceDB; LanceDB versions | {b['delta_data_files']} → {a['delta_data_files']} / {b['delta_log_files']} → {a['delta_log_files']} / {b['lancedb_files']} → {a['lancedb_files']}; {b['lancedb_versions']} → {a['lancedb_versions']} | |"
+        )
+        lines.append(
+            f"| 7 maintenance | search p99 after / before: hybrid; vector | **{mt['hybrid_p99_after_over_before']}** ({b['hybrid_p99_ms']} → {a['hybrid_p99_ms']} ms); **{mt['vector_p99_after_over_before']}** ({b['vector_p99_ms']} → {a['vector_p99_ms']} ms) | ≤ 1 |"
+        )
+    sc = report.get("scale")
+    if sc:
+        lines.append(
+            f"| 8 scale ({sc['batches']} batches, production profile) | sync with 2 Celery workers vs 1 | **{sc['speedup']}×** ({sc['seconds']['2']} s vs {sc['seconds']['1']} s, {sc['steps']} steps) | |"
         )
     if x:
         lines += ["", "### Index sweep (section 4): every setting measured", ""]

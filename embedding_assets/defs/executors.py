@@ -24,6 +24,7 @@ def celery_config(broker_url: str, queue: str) -> dict[str, Any]:
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
+            "worker_concurrency": 1,  # a worker takes one step at a time: scale out by adding workers
             "broker_connection_timeout": 5,
             "task_default_queue": queue,
         },

@@ -29,6 +29,7 @@ from embedding_assets.core.stop import off_main_thread
 from embedding_assets.defs.embed import DEAD_LETTER_TABLE
 from embedding_assets.defs.factory import build_defs, materialisable_keys
 from embedding_assets.defs.health import damage_report, lake_damage, rebuild_lost_indexes
+from embedding_assets.defs.index import expected_index
 from embedding_assets.defs.instance import process_tags, reap_orphaned_runs
 from embedding_assets.defs.keys import BATCHES, GOLD_DOCUMENTS, SEARCH_INDEX, VECTOR_INDEX, batch_model
 from embedding_assets.defs.memo import FORCE_TAG, RETRY_DEAD_LETTERS_TAG, usable_versions
@@ -55,6 +56,7 @@ from embedding_assets.defs.triggers import (
 )
 from embedding_assets.embed.encode import DEAD_LETTER_SCHEMA
 from embedding_assets.embed.registry import ModelSpec
+from embedding_assets.index.repair import reconcile
 from embedding_assets.ingest.landing import LandingBatch, LandingScan, scan_landing, settled
 
 MAX_WAVES = 8
@@ -335,7 +337,19 @@ def sync(
         requests, moved, changed = snapshot_requests(instance, contracts, scan, verified), [], []
         if not ran and not requests.batches:
             break
+    if not summary.stopped:
+        settle_drift(pipeline, summary)
     return summary
+
+
+def settle_drift(pipeline: PipelineResource, summary: SyncSummary) -> None:
+    """Reconcile again each model a check saw drift in: with runs in parallel (``--jobs``, Celery
+    workers) a batch's check can read the index while this sync's run of another batch is still
+    writing it. What counts is the index once they are all done."""
+    for model in summary.drifted:
+        spec = pipeline.spec(model)
+        recon = reconcile(pipeline.index_table(spec), expected_index(pipeline.lake(), spec))
+        summary.reconciliations[model] = recon.render()
 
 
 def observe(instance: dg.DagsterInstance, events: Sequence[AssetEvent]) -> None:
