@@ -207,15 +207,15 @@ def render(report: dict[str, Any]) -> str:
     if mt:
         b, a = mt["before"], mt["after"]
         lines.append(
-            f"| 7 maintenance ({mt['batches']} small batches) | files on disk before → after: Delta data / Delta log / LanceDB; LanceDB versions | {b['delta_data_files']} → {a['delta_data_files']} / {b['delta_log_files']} → {a['delta_log_files']} / {b['lancedb_files']} → {a['lancedb_files']}; {b['lancedb_versions']} → {a['lancedb_versions']} | |"
+            f"| 8 maintenance ({mt['batches']} small batches) | files on disk before → after: Delta data / Delta log / LanceDB; LanceDB versions | {b['delta_data_files']} → {a['delta_data_files']} / {b['delta_log_files']} → {a['delta_log_files']} / {b['lancedb_files']} → {a['lancedb_files']}; {b['lancedb_versions']} → {a['lancedb_versions']} | |"
         )
         lines.append(
-            f"| 7 maintenance | search p99 after / before: hybrid; vector | **{mt['hybrid_p99_after_over_before']}** ({b['hybrid_p99_ms']} → {a['hybrid_p99_ms']} ms); **{mt['vector_p99_after_over_before']}** ({b['vector_p99_ms']} → {a['vector_p99_ms']} ms) | ≤ 1 |"
+            f"| 8 maintenance | search p99 after / before: hybrid; vector | **{mt['hybrid_p99_after_over_before']}** ({b['hybrid_p99_ms']} → {a['hybrid_p99_ms']} ms); **{mt['vector_p99_after_over_before']}** ({b['vector_p99_ms']} → {a['vector_p99_ms']} ms) | ≤ 1 |"
         )
     sc = report.get("scale")
     if sc:
         lines.append(
-            f"| 8 scale ({sc['batches']} batches, production profile) | sync with 2 Celery workers vs 1 | **{sc['speedup']}×** ({sc['seconds']['2']} s vs {sc['seconds']['1']} s, {sc['steps']} steps) | |"
+            f"| 9 scale ({sc['batches']} batches, production profile) | sync with 2 Celery workers vs 1 | **{sc['speedup']}×** ({sc['seconds']['2']} s vs {sc['seconds']['1']} s, {sc['steps']} steps) | |"
         )
     if x:
         lines += ["", "### Index sweep (section 4): every setting measured", ""]

@@ -1,4 +1,4 @@
-"""7. Lake maintenance: after many small batches (each one Delta commit per table and one LanceDB
+"""8. Lake maintenance: after many small batches (each one Delta commit per table and one LanceDB
 upsert, as the pipeline writes them), the file counts and the search p99 before and after the
 lake_maintenance job's work (Delta OPTIMIZE + VACUUM + checkpoint, LanceDB optimize)."""
 
@@ -51,8 +51,8 @@ def batch_frames(b: int, docs: int, rng: np.random.Generator) -> tuple[pl.DataFr
     """Batch ``b``: ``docs`` documents of two chunks; one in five revises an earlier document."""
     batch, ts = f"b{b:05d}", datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=b)
     chunk_rows, doc_rows = [], []
-    for d in range(docs):
-        n = int(rng.integers(0, b * docs)) if b and d % 5 == 0 else b * docs + d
+    revised = rng.choice(b * docs, min(docs // 5, b * docs), replace=False).tolist() if b else []
+    for n in [*revised, *range(b * docs, b * docs + docs - len(revised))]:
         doc_id = f"helpdesk:{n}"
         doc_rows.append({"doc_id": doc_id, "updated_at": ts, "batch": batch, "deleted": False})
         for i in range(2):

@@ -1,4 +1,4 @@
-"""8. Scale on the production profile: the same batches synced with 2 Celery workers against 1
+"""9. Scale on the production profile: the same batches synced with 2 Celery workers against 1
 (Postgres instance, S3 on moto, RabbitMQ), each from an empty database and bucket."""
 
 from __future__ import annotations
