@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from bench.common import percentile
+from bench.index import WORDS as INDEX_WORDS
 from embedding_assets.core.hashing import sha256_text
 from embedding_assets.core.lake import Lake
 from embedding_assets.embed.embedder import HashingEmbedder
@@ -22,18 +23,7 @@ from embedding_assets.index.table import ChunkTable
 from embedding_assets.index.writer import IndexWriter
 
 EMB = HashingEmbedder()
-WORDS = [
-    "boiler",
-    "kettle",
-    "thermostat",
-    "lock",
-    "sensor",
-    "camera",
-    "plug",
-    "router",
-    "schedule",
-    "firmware",
-]
+WORDS = INDEX_WORDS[:10]  # the ten words the section was measured with
 CHUNKS = {
     "chunk_id": pl.String, "doc_id": pl.String, "source": pl.String, "batch": pl.String,
     "chunk_index": pl.Int32, "title": pl.String, "text": pl.String, "chunk_hash": pl.String,

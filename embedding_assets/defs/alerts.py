@@ -40,11 +40,6 @@ def check_alert(evaluation: dg.AssetCheckEvaluation, run_id: str | None) -> Aler
     )
 
 
-def alerted(evaluation: dg.AssetCheckEvaluation) -> bool:
-    blocking = evaluation.blocking or evaluation.severity == dg.AssetCheckSeverity.ERROR
-    return blocking or evaluation.check_name in ALERTED_CHECKS
-
-
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     minimum_interval_seconds=30,
