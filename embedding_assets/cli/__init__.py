@@ -21,7 +21,7 @@ def _quiet() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from embedding_assets.cli import lake, models, search
+    from embedding_assets.cli import lake, models, search, serve
 
     _quiet()
     parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
@@ -29,15 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     lake.add_parsers(sub)
     search.add_parsers(sub)
     models.add_parsers(sub)
+    serve.add_parsers(sub)
     args = parser.parse_args(argv)
+    from embedding_assets.config import SettingError
     from embedding_assets.contracts.model import ContractError
     from embedding_assets.core.services import ServiceError
     from embedding_assets.embed.registry import RegistryError
     from embedding_assets.evaluate.canary import CanaryError
+    from embedding_assets.index.searcher import SearchRefused  # UsageError is one
 
     try:
         return int(args.func(args))
-    except (UsageError, ContractError, RegistryError, CanaryError, ServiceError) as exc:
+    except (SearchRefused, ContractError, RegistryError, CanaryError, ServiceError, SettingError) as exc:
         print(f"embedding-assets {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from embedding_assets.index.searcher import SearchRefused
 
-class UsageError(ValueError):
-    """A bad argument: one line on stderr, exit code 2."""
+
+class UsageError(SearchRefused):
+    """A bad argument: one line on stderr, exit code 2 (a refused search is one too)."""
 
 
 def emit(value: Any) -> None:

@@ -38,8 +38,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     echo = (lambda _: None) if args.json else print
     with local_instance(Settings.from_env()) as instance:
         added = add_model(
-            instance, PipelineResource(), args.target, args.name, build=not args.no_build, echo=echo
-        )
+            instance, PipelineResource(), args.target, args.name, build=not args.no_build, echo=echo,
+            backend=args.backend,
+        )  # fmt: skip
     build = added.build
     out = {
         "name": added.spec.name, "role": "candidate", "model_id": added.spec.model_id, "dimension": added.spec.dimension,
@@ -171,6 +172,11 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--name", help="its registry name (default: from its id)")
     p.add_argument("--no-build", action="store_true", help="register only; `sync` builds it")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "int8"],
+        help="what runs it: torch (fp32 CPU, fp16 GPU) or int8 on onnxruntime (default: EA_EMBED_BACKEND, else torch)",
+    )
     p.set_defaults(func=cmd_add)
     p = verbs.add_parser("eval", help="canary recall@10, MRR@10 and nDCG@10 per search mode")
     p.add_argument("--name", help="only this model (default: every active one)")

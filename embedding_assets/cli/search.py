@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ from embedding_assets.cli.common import UsageError
 from embedding_assets.config import Settings
 from embedding_assets.core.services import check_settings_storage
 from embedding_assets.index.fusion import DEFAULT_MODE
-
-MAX_K = 1000
+from embedding_assets.index.searcher import MAX_K, result_json, run_search
 
 
 def _k(text: str) -> int:
@@ -25,91 +23,6 @@ def _k(text: str) -> int:
     if not 1 <= k <= MAX_K:
         raise argparse.ArgumentTypeError(f"k must be between 1 and {MAX_K}, not {k}")
     return k
-
-
-def check_search(snap: Any, table: Any, source: str | None, index_version: int | None) -> None:
-    """The search's arguments against the index: :class:`UsageError` names what is wrong."""
-    if snap is None:
-        raise UsageError("the index is empty: run `embedding-assets sync` first")
-    if source is not None:
-        known = sorted(set(table.read(["source"])["source"].drop_nulls().to_list()))
-        if source not in known:
-            raise UsageError(f"unknown source {source!r}; the index holds: {', '.join(known) or 'none'}")
-
-
-@dataclass(frozen=True)
-class Searcher:
-    """A model's embedder and one version of its table: what a search reads."""
-
-    model: Any  # ModelSpec
-    reader: Any  # IndexReader
-    snap: Any  # Snapshot
-    embedder: Any | None  # None for full-text only
-
-
-def open_searcher(settings: Settings, model: str | None, index_version: int | None, mode: str) -> Searcher:
-    """Read the registry once (the serving alias, unless ``model`` names another) and open that
-    model's table once: a promote that lands meanwhile changes the next search, never this one."""
-    from embedding_assets.core.lake import Lake
-    from embedding_assets.embed.embedder import embedder_for
-    from embedding_assets.embed.registry import Registry
-    from embedding_assets.index.reader import IndexReader
-    from embedding_assets.index.table import ChunkTable
-
-    state = Registry(Lake(settings.lake_uri)).read()
-    if model is None and state.serving is None:
-        raise UsageError("the index is empty: run `embedding-assets sync` first")
-    spec = state.get(model).spec if model else state.serving.spec  # type: ignore[union-attr]
-    reader = IndexReader(ChunkTable(settings.lancedb_uri, spec.name, spec.dimension))
-    if index_version is not None:
-        latest = reader.table.version()
-        if not 1 <= index_version <= latest:
-            raise UsageError(
-                f"--index-version must be between 1 and {latest} (the latest), not {index_version}"
-            )
-    snap = reader.snapshot(index_version)
-    embedder = None if mode == "fts" else embedder_for(spec, settings.device, settings.batch_size)
-    return Searcher(spec, reader, snap, embedder)
-
-
-def run_search(
-    settings: Settings,
-    queries: list[str],
-    k: int,
-    mode: str,
-    source: str | None,
-    index_version: int | None = None,
-    where: str | None = None,
-    model: str | None = None,
-) -> list[dict[str, Any]]:
-    """One result per query: the model and index version it read, and its hits."""
-    from embedding_assets.index.filters import FilterError, search_filter
-
-    found = open_searcher(settings, model, index_version, mode)
-    check_search(found.snap, found.reader.table, source, index_version)
-    try:
-        sql = search_filter(source, where, [n for n in found.snap.table.schema.names if n != "vector"])
-    except FilterError as exc:
-        raise UsageError(str(exc)) from None
-    vectors = found.embedder.encode(queries) if found.embedder is not None else [None] * len(queries)
-    head = {
-        "model": found.model.name,
-        "model_id": found.model.model_id,
-        "index_version": found.snap.version,
-        "mode": mode,
-    }
-    try:
-        return [
-            {"query": q, **head, "hits": found.reader.search_snapshot(found.snap, q, v, k, mode, sql)}  # type: ignore[arg-type]
-            for q, v in zip(queries, vectors, strict=True)
-        ]
-    except (ValueError, RuntimeError, OSError) as exc:
-        if where is None:
-            raise
-        raise UsageError(f"--where {where!r} cannot be applied: {str(exc).splitlines()[0][:300]}") from None
-
-
-HIT_KEYS = ("doc_id", "chunk_id", "source", "score", "text")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -130,15 +43,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             explain_hits(settings, result["hits"])
     for result in results:
         if args.json:
-            keys = (*HIT_KEYS, "lineage") if args.explain else HIT_KEYS
-            hits = [{k: h[k] for k in keys} for h in result["hits"]]
-            print(
-                json.dumps(
-                    {**{k: v for k, v in result.items() if k != "hits"}, "hits": hits},
-                    ensure_ascii=False,
-                    default=str,
-                )
-            )
+            print(json.dumps(result_json(result, args.explain), ensure_ascii=False, default=str))
             continue
         print(
             f"query: {result['query']}  ({args.mode}, k={args.k}; model {result['model']}, index version {result['index_version']})"

@@ -167,11 +167,12 @@ class Added:
 
 def add_model(
     instance: dg.DagsterInstance, pipeline: PipelineResource, target: str, name: str | None = None, *,
-    build: bool = True, echo: Callable[[str], None] = print, **extra: str,
+    build: bool = True, echo: Callable[[str], None] = print, backend: str | None = None, **extra: str,
 ) -> Added:  # fmt: skip
     """Register a candidate (after loading it and embedding a probe) and build its shadow."""
     pipeline.ensure_registry()
-    spec = describe(target, pipeline.settings().embedder, name, **extra)
+    settings = pipeline.settings()
+    spec = describe(target, settings.embedder, name, backend=backend or settings.embed_backend, **extra)
     probe(pipeline, spec)
     state, _ = pipeline.registry().commit(lambda st: add_event(st, spec, datetime.now(UTC)))
     register_models(instance, state)

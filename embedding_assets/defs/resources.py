@@ -104,7 +104,7 @@ class PipelineResource(dg.ConfigurableResource):
         if state.serving is not None:
             return state
         s = self.settings()
-        spec = describe_spec(s.model, s.embedder)
+        spec = describe_spec(s.model, s.embedder, backend=s.embed_backend)
         try:
             return self.registry().commit(lambda st: add_event(st, spec, datetime.now(UTC), bootstrap=True))[
                 0
@@ -119,7 +119,12 @@ class PipelineResource(dg.ConfigurableResource):
         if state.serving is not None:
             return state
         s = self.settings()
-        event = add_event(state, describe_spec(s.model, s.embedder), datetime.now(UTC), bootstrap=True)
+        event = add_event(
+            state,
+            describe_spec(s.model, s.embedder, backend=s.embed_backend),
+            datetime.now(UTC),
+            bootstrap=True,
+        )
         return RegistryState(fold([event]), event.seq, state.version)
 
     def active_models(self, state: RegistryState | None = None) -> list[ModelSpec]:

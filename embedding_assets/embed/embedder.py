@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from embedding_assets.config import DEFAULT_MODEL
+from embedding_assets.config import DEFAULT_MODEL, EMBED_BACKENDS
 from embedding_assets.embed.models import (
     ModelInfo,
     content_fingerprint,
@@ -82,22 +82,55 @@ def _load_sentence_transformer(target: str, device: str) -> Any:
     return model
 
 
+def gpu_batch_size(free_bytes: int, max_seq_length: int, hidden: int) -> int:
+    """Texts per fp16 batch that fit in half the free GPU memory: a transformer layer's
+    activations take about 16 x tokens x hidden values a text (attention, feed-forward, their
+    inputs), two bytes each; a power of two between 16 and 4096."""
+    per_text = 16 * max_seq_length * max(hidden, 1) * 2
+    fits = max(1, (free_bytes // 2) // per_text)
+    return int(min(4096, max(16, 1 << (int(fits).bit_length() - 1))))
+
+
+def models_loaded() -> int:
+    """How many models this process has loaded (each once per model and device, or backend)."""
+    return _load_sentence_transformer.cache_info().currsize + _int8_encoder.cache_info().currsize
+
+
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model, normalised embeddings, length-sorted batches."""
+    """A sentence-transformers model, normalised embeddings, length-sorted batches.
+
+    ``backend``: ``torch`` (fp32 on the CPU, fp16 on a GPU) or ``int8`` (onnxruntime on the CPU,
+    see :mod:`embedding_assets.embed.int8`)."""
 
     def __init__(
-        self, model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 0, model_id: str = ""
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str = "auto",
+        batch_size: int = 0,
+        model_id: str = "",
+        backend: str = "torch",
     ) -> None:
+        if backend not in EMBED_BACKENDS:
+            raise ValueError(f"unknown embedding backend {backend!r}: use one of {', '.join(EMBED_BACKENDS)}")
         self.info = describe_model(model)
         # ``model_id``: the registry's identity for the vectors (a local model's id carries its
-        # weights' fingerprint); by default the model's own id.
-        self._target, self.model_id, self.revision = (
-            self.info.path,
-            model_id or self.info.model_id,
-            self.info.revision,
-        )
-        self.device = pick_device(device)
-        self.batch_size = batch_size or (256 if self.device.startswith("cuda") else 64)
+        # weights' fingerprint, an int8 model's its backend); by default the model's own id.
+        self._target, self.revision = self.info.path, self.info.revision
+        self.model_id = model_id or backend_model_id(self.info.model_id, backend)
+        self.backend = backend
+        self.device = "cpu" if backend == "int8" else pick_device(device)
+        self._batch_size = batch_size
+
+    @property
+    def batch_size(self) -> int:
+        if self._batch_size:
+            return self._batch_size
+        if self.device.startswith("cuda"):
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+            return gpu_batch_size(free, self.max_seq_length, self.dimension)
+        return 64
 
     @property
     def model(self) -> Any:
@@ -122,15 +155,41 @@ class SentenceTransformerEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        # encode() sorts by length internally, so each batch pads to similar lengths.
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        if self.backend == "int8":
+            return _int8_encoder(self._target, self.max_seq_length).encode(texts)
+        batch = self.batch_size
+        while True:
+            try:
+                # encode() sorts by length internally, so each batch pads to similar lengths.
+                vectors = self.model.encode(
+                    texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True,
+                    show_progress_bar=False,
+                )  # fmt: skip
+                return np.asarray(vectors, dtype=np.float32)
+            except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
+                if "out of memory" not in str(exc).lower() or batch <= 1:
+                    raise
+                _free_cuda_cache()
+                batch //= 2
+
+
+def backend_model_id(model_id: str, backend: str) -> str:
+    """The identity vectors are cached under: a backend other than torch makes other vectors."""
+    return model_id if backend == "torch" else f"{model_id}+{backend}"
+
+
+@cache
+def _int8_encoder(target: str, max_seq_length: int) -> Any:
+    from embedding_assets.embed.int8 import Int8Encoder
+
+    with _LOCK:
+        return Int8Encoder(target, max_seq_length)
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    torch.cuda.empty_cache()
 
 
 def bundled_tokenizer() -> Any:
@@ -192,29 +251,37 @@ def hashing_embedder(model: str) -> HashingEmbedder:
     return HashingEmbedder(model_id=f"hashing-{model}", dimension=int(dimension) if dimension else 384)
 
 
-def build_embedder(kind: str, model: str, device: str, batch_size: int, model_id: str = "") -> Embedder:
+def build_embedder(
+    kind: str, model: str, device: str, batch_size: int, model_id: str = "", backend: str = "torch"
+) -> Embedder:
     if kind == "sentence-transformers":
-        return SentenceTransformerEmbedder(model, device, batch_size, model_id)
+        return SentenceTransformerEmbedder(model, device, batch_size, model_id, backend)
     if kind == "hashing":
         return hashing_embedder(model)
     raise ValueError(f"unknown embedder {kind!r}: use 'sentence-transformers' (or 'hashing' in tests)")
 
 
-def describe_spec(target: str, kind: str, name: str | None = None, **extra: str) -> ModelSpec:
+def describe_spec(
+    target: str, kind: str, name: str | None = None, backend: str = "torch", **extra: str
+) -> ModelSpec:
     """A registry entry for a model, read from its files (no weights loaded when its configuration
     names its dimension). A local model's identity carries the fingerprint of its weights, so two
-    folders of the same name never share cached vectors, and one folder's copy does."""
-    embedder = build_embedder(kind, target, "cpu", 1)
+    folders of the same name never share cached vectors, and one folder's copy does; a backend
+    other than torch is part of the identity (and of the default name) too."""
+    if kind != "sentence-transformers":
+        backend = "torch"  # the test embedder has one way to run
+    embedder = build_embedder(kind, target, "cpu", 1, backend=backend)
     info = embedder.info
     own = kind == "sentence-transformers" and not is_bundled(info)
     fingerprint = content_fingerprint(info.path) if own else ""
-    model_id = f"{info.model_id}@{fingerprint[:12]}" if own else embedder.model_id
+    base_id = f"{info.model_id}@{fingerprint[:12]}" if own else embedder.model_id
+    model_id = backend_model_id(base_id, backend) if own else base_id
     resolved = target if target == DEFAULT_MODEL or not Path(target).expanduser().exists() else info.path
     return ModelSpec(
-        name=name or default_name(info.model_id if own else embedder.model_id), target=resolved, embedder=kind,
-        model_id=model_id, revision=info.revision, dimension=int(embedder.dimension),
+        name=name or default_name(backend_model_id(info.model_id, backend) if own else embedder.model_id), target=resolved,
+        embedder=kind, model_id=model_id, revision=info.revision, dimension=int(embedder.dimension),
         max_seq_length=info.max_seq_length, tokenizer_hash=info.tokenizer_hash,
-        files_stamp=files_stamp(info.path) if own else "", fingerprint=fingerprint, **extra,
+        files_stamp=files_stamp(info.path) if own else "", fingerprint=fingerprint, backend=backend, **extra,
     )  # fmt: skip
 
 
@@ -251,4 +318,4 @@ def verify_spec(spec: ModelSpec) -> None:
 
 def embedder_for(spec: ModelSpec, device: str, batch_size: int) -> Embedder:
     """The embedder of a registry entry, under the entry's identity."""
-    return build_embedder(spec.embedder, spec.target, device, batch_size, spec.model_id)
+    return build_embedder(spec.embedder, spec.target, device, batch_size, spec.model_id, spec.backend)

@@ -60,6 +60,7 @@ class ModelSpec:
     fingerprint: str = ""  # sha256 of its weights and configuration when added
     base: str = ""  # the model it was fine-tuned from, if any
     note: str = ""
+    backend: str = "torch"  # what runs it: torch (fp32 on the CPU, fp16 on a GPU) or int8 (onnxruntime)
 
     @property
     def table(self) -> str:
