@@ -17,6 +17,7 @@ from bench.common import machine
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = (
     "embed_stage", "incremental", "datapath", "index", "orchestration", "daemon", "canary", "maintenance", "scale",
+    "int8", "serve", "gpu",
 )  # fmt: skip
 
 
@@ -93,6 +94,10 @@ def main() -> int:
             from bench import scale
 
             report[name] = scale.run(args.smoke)
+        elif name in ("int8", "serve", "gpu"):
+            from bench import fastpaths
+
+            report[name] = getattr(fastpaths, name)(args.smoke)
         report[name]["section_s"] = round(time.perf_counter() - started, 1)
         report[name]["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         print(json.dumps(report[name], indent=2), flush=True)
@@ -217,6 +222,9 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"| 9 scale ({sc['batches']} batches, production profile) | sync with 2 Celery workers vs 1 | **{sc['speedup']}×** ({sc['seconds']['2']} s vs {sc['seconds']['1']} s, {sc['steps']} steps) | |"
         )
+    from bench.fastpaths import render as render_fastpaths
+
+    lines += render_fastpaths(report)
     if x:
         lines += ["", "### Index sweep (section 4): every setting measured", ""]
         lines += [

@@ -110,3 +110,16 @@ def test_poison_and_nan_chunks_are_dead_lettered_and_the_rest_carries_on() -> No
         "d#10": 6,
         "d#11": 2,
     }
+
+
+def test_gpu_batches_fit_in_half_the_free_memory() -> None:
+    from embedding_assets.embed.embedder import gpu_batch_size
+
+    per_text = 16 * 256 * 384 * 2  # activations of one 256-token text, fp16
+    assert gpu_batch_size(140 * 2**30, 256, 384) == 4096  # an idle H200: capped
+    assert gpu_batch_size(8 * 2**30, 256, 384) == 1024  # 1,365 fit in 4 GiB
+    assert gpu_batch_size(300 * per_text, 256, 384) == 128  # 150 fit: the power of two below
+    assert gpu_batch_size(per_text, 256, 384) == 16  # nearly full: the floor
+    for free in (2**28, 2**31, 2**34):
+        size = gpu_batch_size(free, 512, 1024)
+        assert size & (size - 1) == 0 and (size == 16 or size * 16 * 512 * 1024 * 2 <= free // 2)
