@@ -103,3 +103,31 @@ def test_a_look_hashes_only_batches_whose_stats_moved(root: Path) -> None:
     os.utime(touched, ns=(time.time_ns() - 10**10, time.time_ns() - 10**10))
     moved = look(scan_landing(root / "landing", contracts), seen, {}, settle_s=5, now_s=time.time())
     assert list(moved.hashed) == ["catalog/2026-11-01"]
+
+
+def test_sync_waits_one_relook_not_the_whole_settle_time_for_a_fresh_copy(root: Path) -> None:
+    """Files copied a moment ago (fresh mtimes) settle on the next look that sees the same sizes
+    and times, about a second later, however long ``landing_settle_s`` is; one that grows between
+    the looks waits another look."""
+    from embedding_assets.config import Settings
+    from embedding_assets.contracts.load import read_contracts
+    from embedding_assets.defs.sync import RELOOK_S, settled_scan
+
+    settings = Settings.for_root(root, landing_settle_s=30.0)
+    growing = root / "landing" / "helpdesk" / "2026-11-20" / "tickets.jsonl"
+    growing.parent.mkdir()
+    growing.write_text('{"ticket_id": "T-1", "subject": "half')
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:  # the writer finishes during the first wait
+            with growing.open("a") as handle:
+                handle.write(' written"}\n')
+
+    lines: list[str] = []
+    scan, unsettled = settled_scan(settings, read_contracts(root / "contracts"), lines.append, sleep)
+    assert unsettled == []
+    assert "helpdesk/2026-11-20" in {b.key for b in scan.batches}
+    assert slept == [RELOOK_S, RELOOK_S] and RELOOK_S <= 1.0
+    assert lines and "helpdesk/2026-11-20" in lines[0]

@@ -61,6 +61,7 @@ from embedding_assets.ingest.landing import LandingBatch, LandingScan, scan_land
 
 MAX_WAVES = 8
 MAX_SETTLE_WAIT_S = 120.0
+RELOOK_S = 1.0  # between two looks at folders still moving: unchanged sizes and times across it settle them
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,15 @@ class Options:
 
 
 def settled_scan(
-    settings: Settings, contracts: ContractSet, echo: Callable[[str], None]
-) -> tuple[LandingScan, list[str]]:
+    settings: Settings, contracts: ContractSet, echo: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[LandingScan, list[str]]:  # fmt: skip
     """The landing zone once no file in it is still being written; folders still moving after
-    :data:`MAX_SETTLE_WAIT_S` are left out (named in the second value) for a later sync."""
+    :data:`MAX_SETTLE_WAIT_S` are left out (named in the second value) for a later sync.
+
+    A folder written less than ``landing_settle_s`` ago is looked at again after
+    :data:`RELOOK_S`: the same sizes and times settle it, so a sync just after a copy waits about
+    a second, not the whole settle time."""
     deadline, previous = time.time() + MAX_SETTLE_WAIT_S, dict[str, str]()
     while True:
         scan = scan_landing(settings.landing_dir, contracts.contracts, contracts.problems)
@@ -89,7 +95,7 @@ def settled_scan(
             f"waiting for {len(moving)} landing folders still being written: {', '.join(b.key for b in moving[:5])}"
         )
         previous = {b.key: b.stat_digest for b in scan.batches}
-        time.sleep(max(0.2, settings.landing_settle_s))
+        sleep(max(0.2, min(settings.landing_settle_s, RELOOK_S)))
 
 
 def requests_now(
