@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 
 import polars as pl
 
-_FIELD_SEP = "\x1f"
+FIELD_SEP = "\x1f"  # after every part of :func:`sha256_text`
+_FIELD_SEP = FIELD_SEP
 _ROW_SEP = "\x1e"
 _NULL = "\x00"
 

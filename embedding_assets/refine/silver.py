@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from embedding_assets.contracts.model import PL_TYPES, Contract
-from embedding_assets.core.hashing import frame_hash, sha256_text
+from embedding_assets.core.hashing import FIELD_SEP, frame_hash
 from embedding_assets.refine.dedupe import deduplicate
 from embedding_assets.refine.migrations import breaking_fields, migrate
 from embedding_assets.refine.parse import as_text, parse_datetime, parse_record, typed_expr
@@ -118,12 +121,22 @@ def _parse_batch(contract: Contract, bronze: pl.DataFrame) -> _Parsed:
         [
             bronze["file"].alias("_file"),
             bronze["line"].alias("_line"),
-            pl.Series("_parse", parse_errors, dtype=pl.List(pl.String)),
+            _string_lists("_parse", parse_errors),
             pl.Series("_version", versions_read, dtype=pl.Int64),
             *(pl.Series(f"raw::{name}", values, dtype=pl.String) for name, values in texts.items()),
         ]
     )
     return _Parsed(frame, keysets, migrated)
+
+
+def _string_lists(name: str, lists: list[list[str]]) -> pl.Series:
+    """A List(String) column from Python lists, built from offsets in one go: a list per row
+    through the Series constructor costs a call each (most rows here have an empty list)."""
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in lists], out=offsets[1:])
+    flat = pa.array([item for x in lists for item in x], type=pa.large_string())
+    series = pl.Series(name, pa.LargeListArray.from_arrays(pa.array(offsets), flat))
+    return series.cast(pl.List(pl.String))
 
 
 def _read_record(
@@ -304,15 +317,11 @@ def _metadata_json(contract: Contract, good: pl.DataFrame) -> pl.Series:
     meta_cols = list(contract.metadata)
     if not meta_cols:
         return pl.Series("metadata", ["{}"] * good.height, dtype=pl.String)
+    # One encoder for the batch: json.dumps with options builds a new one per call.
+    encode = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False).encode
+    rows = good.select(pl.col(f"typed::{m}") for m in meta_cols).iter_rows()
     return pl.Series(
-        "metadata",
-        [
-            json.dumps(
-                dict(zip(meta_cols, row, strict=True)), sort_keys=True, default=str, ensure_ascii=False
-            )
-            for row in good.select(pl.col(f"typed::{m}") for m in meta_cols).iter_rows()
-        ],
-        dtype=pl.String,
+        "metadata", [encode(dict(zip(meta_cols, row, strict=True))) for row in rows], dtype=pl.String
     )
 
 
@@ -327,14 +336,14 @@ def _updated_expr(contract: Contract) -> pl.Expr:
 
 
 def _content_hashes(out: pl.DataFrame) -> pl.Series:
-    """sha256 of title, text, metadata and the deleted flag (a null as NUL)."""
-    hashes = [
-        sha256_text(*(v if v is not None else "\x00" for v in row))
-        for row in out.select(
-            pl.col("title"), pl.col("text"), pl.col("metadata"), pl.col("deleted").cast(pl.String)
-        ).iter_rows()
-    ]
-    return pl.Series("content_hash", hashes, dtype=pl.String)
+    """sha256 of title, text, metadata and the deleted flag (a null as NUL): what
+    :func:`sha256_text` gives for those four parts, from one joined string per row."""
+    parts = [pl.col("title"), pl.col("text"), pl.col("metadata"), pl.col("deleted").cast(pl.String)]
+    joined = out.select(
+        pl.concat_str([p.fill_null("\x00") for p in parts] + [pl.lit("")], separator=FIELD_SEP)
+    ).to_series()
+    sha = hashlib.sha256
+    return pl.Series("content_hash", [sha(t.encode()).hexdigest() for t in joined.to_list()], dtype=pl.String)
 
 
 DOC_VERSION_COLUMNS = ["doc_id", "content_hash", "updated_at", "deleted"]

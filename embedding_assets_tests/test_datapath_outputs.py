@@ -1,0 +1,101 @@
+"""The data path's outputs, pinned: the silver, quarantine, gold/documents and gold/chunks content
+of every sample batch and of the malformed-rows fixture, as content hashes of every column.
+
+A faster path (vectorised parsing, bounded chunks, another deduplication) must leave every one
+of these unchanged. A change that means to alter an output updates its hash here, in the same
+commit, and says why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from embedding_assets.contracts.load import load_contracts
+from embedding_assets.contracts.model import Contract, metadata_fields
+from embedding_assets.core.hashing import frame_hash
+from embedding_assets.embed.embedder import bundled_tokenizer
+from embedding_assets.gold.chunking import Chunker, ChunkerSettings, chunk_documents
+from embedding_assets.gold.documents import union_documents, with_metadata_columns
+from embedding_assets.ingest import bronze as bronze_lib
+from embedding_assets.ingest.landing import read_raw_batch
+from embedding_assets.refine.silver import bronze_to_silver
+from embedding_assets_tests.conftest import SAMPLE
+from embedding_assets_tests.malformed import write_fixture
+
+PINNED = {
+    "gold/chunks/2026-11-01": "a6925b39bbec70d494bb2633819004f7062f4f0e2a4e7a2d546e0d0b4d177b2e",
+    "gold/chunks/2026-11-08": "faa1289c8bc32d48110b3add084031fbf131a73d6c6a8816c7881e16deeb4c09",
+    "gold/chunks/2026-11-15": "62cfebf6f13ab09e8f7e2d22420ba49200ddda90bd040329816fc3e5e2fa46c4",
+    "gold/documents/2026-11-01": "c27b29f1c06f97d6cf29281198d312e2207358b8fe34c02fcd06944d2a509ae9",
+    "gold/documents/2026-11-08": "6b0d97e8f4bb6919d98bf87d4730ce8e3cdef883b288d808c23b727a93a93924",
+    "gold/documents/2026-11-15": "1b79552f033d529b4e8bfa64e39c0c3d17df15fbe4484eda3868f89d853eaf9a",
+    "quarantine/catalog/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/catalog/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/guides/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/guides/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/helpdesk/2026-11-01": "3533ec48c8c43e230a3d4feef7e9923106e66d0a6165d9ab9046db722e9ea4c5",
+    "quarantine/helpdesk/2026-11-08": "0a485c28af181b1777c7f97794c59c93a40f47ede467ff57e7aad6d0bd5bc44b",
+    "quarantine/tickets/2026-11-15": "9dacd448b302c8035d6f422e1f11ce2396ca790469735a315d2c960671b66f0e",
+    "silver/catalog/2026-11-01": "4f99f04b70655f9d733fbf7ef8ba005ac99db1cdadd4058bfe775de737b5f394",
+    "silver/catalog/2026-11-08": "c802275578791901595df42f84270fba9feb65ec7c162834aecefb3f640128e2",
+    "silver/guides/2026-11-01": "f54f5430447b91af78140592bb96e349e0a7127ac74837d389f17b81a5c16da7",
+    "silver/guides/2026-11-08": "0571be9f5ff82d1563db08d7cd9ecfdcc2b2ce6893f42ebbdce9e054d62975f6",
+    "silver/helpdesk/2026-11-01": "e5ab5f2d2000d3b3de41d9133ede417f32e0cb6da1a42c23921fe90f460e2af2",
+    "silver/helpdesk/2026-11-08": "27da1f8e2a60bb428b87b617d0babf8b5e0f60ae84068a174729eb31f67aff4c",
+    "silver/tickets/2026-11-15": "1d4dccf4dc107e9fc73ce482df7f0b57442b50d1f198edcf47ed4e6e474a94ba",
+}
+
+
+def content(frame: pl.DataFrame) -> str:
+    """Every column and row, independent of row order (a list as its items joined)."""
+    frame = frame.with_columns(
+        pl.col(c).list.join("\x1d") for c, dtype in frame.schema.items() if isinstance(dtype, pl.List)
+    )
+    order = [c for c in ("doc_id", "chunk_id", "_file", "_line") if c in frame.columns]
+    return frame_hash(frame, frame.columns, sort_by=order)
+
+
+def batch_outputs(contracts: dict[str, Contract], landing: Path, batch: str) -> dict[str, str]:
+    silver_frames, out = [], {}
+    for source in sorted(contracts):
+        folder = landing / source / batch
+        if not folder.is_dir():
+            continue
+        contract = contracts[source]
+        landed = read_raw_batch(contract, folder)
+        rows = bronze_lib.new_delivery(
+            landed.records, source=source, batch=batch, fmt=contract.format, delivery=landed.content_hash,
+            existing=pl.DataFrame(schema=bronze_lib.BRONZE_SCHEMA), now=datetime(2026, 12, 1, tzinfo=UTC),
+        )  # fmt: skip
+        assert rows is not None
+        result = bronze_to_silver(contract, bronze_lib.as_raw_records(rows), batch)
+        assert result.accounted
+        out[f"silver/{source}/{batch}"] = content(result.silver)
+        out[f"quarantine/{source}/{batch}"] = content(result.rejected)
+        silver_frames.append(result.silver)
+    documents = with_metadata_columns(union_documents(silver_frames), metadata_fields(contracts))
+    chunks = chunk_documents(documents, Chunker(bundled_tokenizer(), ChunkerSettings(), "pinned"), model="m")
+    out[f"gold/documents/{batch}"] = content(documents)
+    out[f"gold/chunks/{batch}"] = content(chunks)
+    return out
+
+
+def all_outputs(tmp_path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    sample = load_contracts(SAMPLE / "contracts")
+    for batch in ("2026-11-01", "2026-11-08"):
+        out |= batch_outputs(sample, SAMPLE / "landing", batch)
+    write_fixture(tmp_path)
+    out |= batch_outputs(load_contracts(tmp_path / "contracts"), tmp_path / "landing", "2026-11-15")
+    return out
+
+
+def test_the_data_path_outputs_are_unchanged(tmp_path: Path) -> None:
+    got = all_outputs(tmp_path)
+    changed = {k: v for k, v in got.items() if PINNED.get(k) != v}
+    assert not changed, (
+        "outputs changed (update PINNED only for a change meant to alter them):\n"
+        + "\n".join(f"    {k!r}: {v!r}," for k, v in sorted(changed.items()))
+    )
