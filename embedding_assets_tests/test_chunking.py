@@ -127,3 +127,34 @@ def test_unchanged_documents_reuse_their_split_and_the_result_equals_a_fresh_spl
     # a deleted document yields no chunks even though its split is known
     gone = _docs(edited).with_columns((pl.col("doc_id") == "g:0").alias("deleted"))
     assert "g:0" not in set(chunk_documents(gone, Chunker(tokenizer, settings, "m"), before)["doc_id"])
+
+
+class _OneAtATime:
+    """The bundled tokenizer without its batch call: what a transformers tokenizer gives."""
+
+    def __init__(self, tokenizer) -> None:  # type: ignore[no-untyped-def]
+        self._tok = tokenizer
+
+    def __call__(self, text: str, *, add_special_tokens: bool, return_offsets_mapping: bool) -> dict:
+        return self._tok(
+            text, add_special_tokens=add_special_tokens, return_offsets_mapping=return_offsets_mapping
+        )
+
+
+def test_a_batch_splits_as_one_text_at_a_time_does(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Batched tokenisation changes no chunk: long sentences cut on token boundaries, words
+    glued across a cut, blank paragraphs, empty and one-word texts."""
+    settings = ChunkerSettings(max_tokens=40, overlap=12, model_max_tokens=64)
+    glued = "x".join(f"unbreakable{w}" for w in ["kettle", "plug", "lock"] * 12)
+    texts = [
+        " ".join(SENTENCES[:25]),
+        glued,
+        f"{glued}. Short one.\n\n\n{' '.join(SENTENCES[30:34])}",
+        "",
+        "word",
+        "\n\n- a list item\n- another item\n# A heading\n" + " ".join(SENTENCES[40:50]),
+    ]
+    batched = Chunker(tokenizer, settings).split_many(texts)
+    alone = Chunker(_OneAtATime(tokenizer), settings)
+    assert batched == [alone.split(t) for t in texts]
+    assert sum(len(c) for c in batched) > 15

@@ -7,6 +7,7 @@ sentence-transformers never silently truncates what we embed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,32 +87,65 @@ class Chunker:
     def count(self, text: str) -> int:
         return len(self._tok(text, add_special_tokens=False, return_offsets_mapping=False)["input_ids"])
 
-    def _sentences(self, text: str) -> list[_Piece]:
-        """Sentence spans, each split further on token boundaries if it alone is over budget."""
-        budget = self.settings.budget
-        pieces: list[_Piece] = []
-        start = 0
+    def _offsets_many(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Each text's token offsets: in one call where the tokenizer takes a batch (the Rust
+        tokenizer, on every core), else one call per text."""
+        many = getattr(self._tok, "offsets_many", None)
+        if many is not None:
+            return many(texts)  # type: ignore[no-any-return]
+        return [
+            self._tok(t, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            for t in texts
+        ]
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) of every sentence that is not blank."""
         bounds = [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]
-        for end in bounds:
-            span = text[start:end]
-            if span.strip():
-                enc = self._tok(span, add_special_tokens=False, return_offsets_mapping=True)
-                offsets = enc["offset_mapping"]
-                if len(offsets) <= budget:
-                    pieces.append(_Piece(start, end, len(offsets)))
-                else:
-                    for i in range(0, len(offsets), budget):
-                        window = offsets[i : i + budget]
-                        s = start + window[0][0]
-                        e = start + (offsets[i + budget][0] if i + budget < len(offsets) else len(span))
-                        pieces.append(_Piece(s, e, len(window)))
-            start = end
+        starts = [0, *bounds[:-1]]
+        return [(s, e) for s, e in zip(starts, bounds, strict=True) if text[s:e].strip()]
+
+    def _pieces(self, start: int, end: int, offsets: list[tuple[int, int]]) -> list[_Piece]:
+        """One sentence as a piece, or split on token boundaries if it alone is over budget."""
+        budget = self.settings.budget
+        if len(offsets) <= budget:
+            return [_Piece(start, end, len(offsets))]
+        pieces = []
+        for i in range(0, len(offsets), budget):
+            window = offsets[i : i + budget]
+            e = start + (offsets[i + budget][0] if i + budget < len(offsets) else end - start)
+            pieces.append(_Piece(start + window[0][0], e, len(window)))
         return pieces
 
     def split(self, text: str) -> list[tuple[str, int]]:
         """Chunks of ``text`` as (chunk text, token count), packed by sentence with overlap."""
+        return self.split_many([text])[0]
+
+    def split_many(self, texts: list[str]) -> list[list[tuple[str, int]]]:
+        """:meth:`split` of each text, with every sentence of every text tokenised in one batch
+        and every packed chunk counted in another. Packing is a fixed function of the counts, so
+        the result is what one text at a time gives; a chunk that grew over budget at a seam is
+        shrunk with counts taken one at a time (rare)."""
+        spans = [self._spans(t) for t in texts]
+        offsets = iter(
+            self._offsets_many([t[s:e] for t, sp in zip(texts, spans, strict=True) for s, e in sp])
+        )
+        pieces = [[p for s, e in sp for p in self._pieces(s, e, next(offsets))] for sp in spans]
+        drafts: list[str] = []  # the chunks packing makes when no seam adds tokens
+
+        def draft(chunk: str) -> int:
+            drafts.append(chunk)
+            return 0
+
+        for text, ps in zip(texts, pieces, strict=True):
+            self._pack(text, ps, draft)
+        known = dict(zip(drafts, (len(o) for o in self._offsets_many(drafts)), strict=True))
+        count = lambda chunk: known[chunk] if chunk in known else self.count(chunk)  # noqa: E731
+        return [self._pack(text, ps, count) for text, ps in zip(texts, pieces, strict=True)]
+
+    def _pack(self, text: str, pieces: list[_Piece], count: Callable[[str], int]) -> list[tuple[str, int]]:
+        """Pieces packed into chunks of at most the budget, with whole trailing sentences of
+        overlap, ``count`` giving a chunk's tokens."""
         budget, overlap = self.settings.budget, self.settings.overlap
-        pieces = self._sentences(text)
         chunks: list[tuple[str, int]] = []
         i = 0
         while i < len(pieces):
@@ -121,11 +155,11 @@ class Chunker:
                 j += 1
             j = max(j, i + 1)
             chunk = text[pieces[i].start : pieces[j - 1].end].strip()
-            n = self.count(chunk)
+            n = count(chunk)
             while n > budget and j - 1 > i:  # joining can add tokens at seams; shrink until it fits
                 j -= 1
                 chunk = text[pieces[i].start : pieces[j - 1].end].strip()
-                n = self.count(chunk)
+                n = count(chunk)
             chunks.append((chunk, n))
             if j >= len(pieces):
                 break
@@ -189,8 +223,8 @@ def _reusable_chunks(live: pl.DataFrame, previous: pl.DataFrame | None) -> pl.Da
 def _split_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
     """Every document split from scratch: a CHUNK_SCHEMA row per chunk, in document order."""
     rows: list[tuple] = []
-    for doc in documents.iter_rows(named=True):
-        pieces = chunker.split(doc["text"])
+    splits = chunker.split_many(documents["text"].to_list())
+    for doc, pieces in zip(documents.iter_rows(named=True), splits, strict=True):
         for index, (text, n_tokens) in enumerate(pieces):
             rows.append(
                 (
