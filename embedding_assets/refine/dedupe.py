@@ -101,8 +101,9 @@ def _same_text(
 def _near_copies(remaining: pl.DataFrame, rules: QualityRules, flags: dict[str, str]) -> pl.DataFrame:
     """Near-duplicate losers when the contract drops them; else none, and ``flags`` gains them."""
     near = near_duplicates(
-        remaining["doc_id"].to_list(), remaining["text"].to_list(), threshold=rules.near_duplicate_threshold
-    )
+        remaining["doc_id"].to_list(), remaining["text"].to_list(), threshold=rules.near_duplicate_threshold,
+        normalised=remaining["_norm"],
+    )  # fmt: skip
     if rules.near_duplicate_action != "drop":
         flags.update({d.id: d.of for d in near})
         return pl.DataFrame(schema=LOSER_SCHEMA)

@@ -291,18 +291,22 @@ def near_duplicates(
     threshold: float = 0.9,
     shingle: int = 5,
     seed: int = 1,
+    normalised: pl.Series | None = None,
 ) -> list[NearDuplicate]:
     """Find texts whose word-shingle Jaccard with an earlier kept text is at least ``threshold``.
 
     Ids are processed in the given order; the first of a cluster is kept and each later one is
     reported against the earliest kept text it matches. The search is exact (every pair at or over
     the threshold is found, see :func:`_similar_pairs`), vectorised, and does not depend on ``seed``
-    beyond 48-bit shingle-hash collisions.
+    beyond 48-bit shingle-hash collisions. ``normalised`` is :func:`normalised_texts` of
+    ``texts`` where the caller has it already.
     """
     _check_near_inputs(ids, texts, shingle)
     if len(ids) < 2:
         return []
-    norm = normalised_texts(pl.Series("text", texts, dtype=pl.String)).fill_null("")
+    if normalised is None:
+        normalised = normalised_texts(pl.Series("text", texts, dtype=pl.String))
+    norm = normalised.fill_null("")
     # Identical normalised texts are one set: compare the first of each, then give every copy the
     # verdict of its first (a copy of a kept text is its duplicate at 1.0).
     frame = (
