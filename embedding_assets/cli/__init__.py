@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
+import threading
 import warnings
 
 from embedding_assets.cli.common import UsageError
@@ -45,4 +47,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["UsageError", "main"]
+def run() -> None:
+    """The console script: :func:`main`, then the steps of a normal exit that can matter (wait for
+    the threads that are not daemons, run the ``atexit`` handlers: logging, temporary folders,
+    process pools, flush the output), but not the teardown of every module. With torch, lancedb
+    and Dagster loaded, that teardown took 1 s of a no-change sync and 2.7 s of a one-document edit,
+    and it writes nothing. An exception or ``SystemExit`` leaves the normal way."""
+    code = main()
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+__all__ = ["UsageError", "main", "run"]

@@ -1,5 +1,3 @@
-import sys
+from embedding_assets.cli import run
 
-from embedding_assets.cli import main
-
-sys.exit(main())
+run()
