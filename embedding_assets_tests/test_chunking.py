@@ -153,8 +153,32 @@ def test_a_batch_splits_as_one_text_at_a_time_does(tokenizer) -> None:  # type: 
         "",
         "word",
         "\n\n- a list item\n- another item\n# A heading\n" + " ".join(SENTENCES[40:50]),
+        # Counts summed over sentences must equal real ones across accents, CJK, tabs, no-break
+        # spaces and control characters at the seams.
+        "Café crème brûlée.\tNaïve façade! 東京の天気は晴れ。\u00a0Ärger über Öl? \x07Bell char."
+        + " Über-long: "
+        + "Größenwahnsinnigkeitsüberprüfung" * 9
+        + ". "
+        + " ".join(SENTENCES[60:70]),
     ]
     batched = Chunker(tokenizer, settings).split_many(texts)
     alone = Chunker(_OneAtATime(tokenizer), settings)
     assert batched == [alone.split(t) for t in texts]
     assert sum(len(c) for c in batched) > 15
+
+
+def test_only_a_tokenizer_that_splits_at_whitespace_first_sums_sentence_counts(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """The bundled WordPiece tokenizer does; a byte-level BPE one (GPT-2 style, where the space
+    belongs to the next token) does not, so its chunks are counted for real."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from embedding_assets.embed.models import additive_at_whitespace
+
+    assert tokenizer.additive_at_whitespace
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    assert not additive_at_whitespace(bpe)
+    wordpiece = Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))
+    assert not additive_at_whitespace(wordpiece)  # no pre-tokenizer: words are not split first
+    wordpiece.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits()])
+    assert not additive_at_whitespace(wordpiece)  # not one this module vouches for

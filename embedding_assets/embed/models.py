@@ -186,6 +186,27 @@ def describe_model(model: str) -> ModelInfo:
     )
 
 
+# Normalisers that map characters one by one (or pad CJK characters with spaces), and pre-tokenizers
+# that split at every whitespace first: with these, a word-piece tokenizer never makes a token across
+# whitespace, so texts joined at whitespace have the sum of their token counts.
+_PER_CHAR_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents"}
+_WHITESPACE_PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+
+
+def additive_at_whitespace(tokenizer: Any) -> bool:
+    """Whether ``count(a + " " + b) == count(a) + count(b)`` holds for this ``tokenizers``
+    tokenizer by construction: a WordPiece model behind a whitespace-splitting pre-tokenizer and a
+    per-character normaliser (BERT's). Byte-level BPE and SentencePiece tokenizers mark the space
+    in the next token, so for them it does not hold."""
+    normalizer, pre = tokenizer.normalizer, tokenizer.pre_tokenizer
+    return (
+        type(tokenizer.model).__name__ == "WordPiece"
+        and (normalizer is None or type(normalizer).__name__ in _PER_CHAR_NORMALIZERS)
+        and pre is not None
+        and type(pre).__name__ in _WHITESPACE_PRE_TOKENIZERS
+    )
+
+
 class FastTokenizer:
     """The model's ``tokenizer.json`` through the Rust ``tokenizers`` library, called like a
     transformers tokenizer. It gives the same ids and offsets as the transformers fast tokenizer
@@ -198,6 +219,7 @@ class FastTokenizer:
         # A model's tokenizer.json may truncate and pad for training; chunking needs every token.
         self._tok.no_truncation()
         self._tok.no_padding()
+        self.additive_at_whitespace = additive_at_whitespace(self._tok)
 
     def __call__(
         self, text: str, *, add_special_tokens: bool = True, return_offsets_mapping: bool = False
@@ -207,6 +229,10 @@ class FastTokenizer:
         if return_offsets_mapping:
             out["offset_mapping"] = encoding.offsets
         return out
+
+    def counts_many(self, texts: list[str]) -> list[int]:
+        """Each text's number of tokens (no special tokens), the batch encoded at once."""
+        return [len(e) for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def offsets_many(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Each text's token offsets (no special tokens), the batch encoded on every core."""

@@ -71,6 +71,7 @@ class _Piece:
     start: int
     end: int
     n_tokens: int
+    whole: bool = True  # a whole sentence (False: a window of a sentence over budget)
 
 
 class Chunker:
@@ -98,22 +99,34 @@ class Chunker:
             for t in texts
         ]
 
+    def _counts_many(self, texts: list[str]) -> list[int]:
+        """Each text's token count, in one batch call where the tokenizer has one (no offsets
+        are turned into Python objects just to be counted)."""
+        many = getattr(self._tok, "counts_many", None)
+        if many is not None:
+            return many(texts)  # type: ignore[no-any-return]
+        return [self.count(t) for t in texts]
+
     def _spans(self, text: str) -> list[tuple[int, int]]:
         """(start, end) of every sentence that is not blank."""
         bounds = [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]
         starts = [0, *bounds[:-1]]
         return [(s, e) for s, e in zip(starts, bounds, strict=True) if text[s:e].strip()]
 
-    def _pieces(self, start: int, end: int, offsets: list[tuple[int, int]]) -> list[_Piece]:
-        """One sentence as a piece, or split on token boundaries if it alone is over budget."""
+    def _pieces(
+        self, start: int, end: int, n_tokens: int, offsets: list[tuple[int, int]] | None
+    ) -> list[_Piece]:
+        """One sentence as a piece, or split on token boundaries (``offsets``, given for a sentence
+        over budget) if it alone is over budget."""
         budget = self.settings.budget
-        if len(offsets) <= budget:
-            return [_Piece(start, end, len(offsets))]
+        if n_tokens <= budget:
+            return [_Piece(start, end, n_tokens)]
+        assert offsets is not None and len(offsets) == n_tokens
         pieces = []
         for i in range(0, len(offsets), budget):
             window = offsets[i : i + budget]
             e = start + (offsets[i + budget][0] if i + budget < len(offsets) else end - start)
-            pieces.append(_Piece(start + window[0][0], e, len(window)))
+            pieces.append(_Piece(start + window[0][0], e, len(window), whole=False))
         return pieces
 
     def split(self, text: str) -> list[tuple[str, int]]:
@@ -126,25 +139,47 @@ class Chunker:
         the result is what one text at a time gives; a chunk that grew over budget at a seam is
         shrunk with counts taken one at a time (rare)."""
         spans = [self._spans(t) for t in texts]
-        offsets = iter(
-            self._offsets_many([t[s:e] for t, sp in zip(texts, spans, strict=True) for s, e in sp])
-        )
-        pieces = [[p for s, e in sp for p in self._pieces(s, e, next(offsets))] for sp in spans]
+        sentences = [t[s:e] for t, sp in zip(texts, spans, strict=True) for s, e in sp]
+        counts = self._counts_many(sentences)
+        # Offsets only for the sentences too long to be one piece: they are split on tokens.
+        budget = self.settings.budget
+        long = [i for i, n in enumerate(counts) if n > budget]
+        offsets = dict(zip(long, self._offsets_many([sentences[i] for i in long]), strict=True))
+        at = iter(range(len(sentences)))
+        pieces = [
+            [p for s, e in sp for i in [next(at)] for p in self._pieces(s, e, counts[i], offsets.get(i))]
+            for sp in spans
+        ]
+        # A tokenizer that splits words at whitespace before anything else gives whole sentences
+        # joined at whitespace the sum of their counts; any other chunk is counted for real.
+        additive = bool(getattr(self._tok, "additive_at_whitespace", False))
+
+        def summed(parts: list[_Piece]) -> int | None:
+            return sum(p.n_tokens for p in parts) if additive and all(p.whole for p in parts) else None
+
         drafts: list[str] = []  # the chunks packing makes when no seam adds tokens
 
-        def draft(chunk: str) -> int:
-            drafts.append(chunk)
-            return 0
+        def draft(chunk: str, parts: list[_Piece]) -> int:
+            n = summed(parts)
+            if n is None:
+                drafts.append(chunk)
+            return n or 0
 
         for text, ps in zip(texts, pieces, strict=True):
             self._pack(text, ps, draft)
-        known = dict(zip(drafts, (len(o) for o in self._offsets_many(drafts)), strict=True))
-        count = lambda chunk: known[chunk] if chunk in known else self.count(chunk)  # noqa: E731
+        known = dict(zip(drafts, self._counts_many(drafts), strict=True))
+
+        def count(chunk: str, parts: list[_Piece]) -> int:
+            n = summed(parts)
+            return n if n is not None else known[chunk] if chunk in known else self.count(chunk)
+
         return [self._pack(text, ps, count) for text, ps in zip(texts, pieces, strict=True)]
 
-    def _pack(self, text: str, pieces: list[_Piece], count: Callable[[str], int]) -> list[tuple[str, int]]:
+    def _pack(
+        self, text: str, pieces: list[_Piece], count: Callable[[str, list[_Piece]], int]
+    ) -> list[tuple[str, int]]:
         """Pieces packed into chunks of at most the budget, with whole trailing sentences of
-        overlap, ``count`` giving a chunk's tokens."""
+        overlap, ``count`` giving a chunk's tokens (from its text and its pieces)."""
         budget, overlap = self.settings.budget, self.settings.overlap
         chunks: list[tuple[str, int]] = []
         i = 0
@@ -155,11 +190,11 @@ class Chunker:
                 j += 1
             j = max(j, i + 1)
             chunk = text[pieces[i].start : pieces[j - 1].end].strip()
-            n = count(chunk)
+            n = count(chunk, pieces[i:j])
             while n > budget and j - 1 > i:  # joining can add tokens at seams; shrink until it fits
                 j -= 1
                 chunk = text[pieces[i].start : pieces[j - 1].end].strip()
-                n = count(chunk)
+                n = count(chunk, pieces[i:j])
             chunks.append((chunk, n))
             if j >= len(pieces):
                 break
