@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export LANCEDB_LOG ?= error
 
-.PHONY: install run sync register search test test-fast dev bench bench-smoke lint sample clean prod-up prod-run prod-down
+.PHONY: install run sync register search test test-fast dev bench bench-smoke bench-peer lint sample clean prod-up prod-run prod-down
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -56,6 +56,10 @@ bench: install  ## benchmarks as ratios against same-run baselines -> bench/resu
 
 bench-smoke: install  ## the same code at toy sizes, in seconds (figures mean nothing)
 	$(PY) -m bench --smoke
+
+bench-peer: install  ## side by side with LangChain index() + SQLRecordManager + LanceDB (installs the peer extra)
+	$(PIP) install -q -e ".[peer]"
+	$(PY) -m bench --only peer
 
 lint: install
 	$(VENV)/bin/ruff format --check embedding_assets embedding_assets_tests bench

@@ -17,7 +17,7 @@ from bench.common import machine
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = (
     "embed_stage", "incremental", "datapath", "index", "orchestration", "daemon", "canary", "maintenance", "scale",
-    "int8", "serve", "gpu",
+    "int8", "serve", "gpu", "peer",
 )  # fmt: skip
 
 
@@ -98,6 +98,10 @@ def main() -> int:
             from bench import fastpaths
 
             report[name] = getattr(fastpaths, name)(args.smoke)
+        elif name == "peer":
+            from bench import peer
+
+            report[name] = peer.run(args.smoke)
         report[name]["section_s"] = round(time.perf_counter() - started, 1)
         report[name]["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         print(json.dumps(report[name], indent=2), flush=True)
@@ -225,6 +229,9 @@ def render(report: dict[str, Any]) -> str:
     from bench.fastpaths import render as render_fastpaths
 
     lines += render_fastpaths(report)
+    from bench.peer import render as render_peer
+
+    lines += render_peer(report)
     if x:
         lines += ["", "### Index sweep (section 4): every setting measured", ""]
         lines += [
