@@ -65,9 +65,12 @@ def test_bad_rows_are_quarantined_with_every_reason() -> None:
         b'{"ticket_id": "T-9", "subject": "nul\\u0000", "body": "b", "modified": "2026-11-01"}'.replace(
             b"\\u0000", b"\x00"
         ),
+        # json.loads keeps an unpaired surrogate escape; it is no text, and used to fail the step
+        b'{"ticket_id": "T-10", "subject": "half \\ud800", "body": "b", "modified": "2026-11-01"}',
+        _ticket("T-11", body="a whole pair \ud83d\ude00 is fine"),
     )
     result = bronze_to_silver(HELPDESK, raw, "b1")
-    assert result.silver["doc_id"].to_list() == ["helpdesk:T-1"]
+    assert result.silver["doc_id"].to_list() == ["helpdesk:T-1", "helpdesk:T-11"]
     reasons = {line: reasons for line, reasons in result.quarantine.select("_line", "reasons").iter_rows()}
     assert reasons[2][0].startswith("invalid_json")
     assert reasons[3][0].startswith("invalid_utf8")
@@ -78,7 +81,8 @@ def test_bad_rows_are_quarantined_with_every_reason() -> None:
     assert reasons[7][0].startswith("not_an_object")
     assert any(r.startswith("too_long: field 'body'") for r in reasons[8])
     assert reasons[9][0].startswith("nul_byte")
-    assert result.accounted and result.rows_read == 9
+    assert reasons[10] == ["invalid_json: a \\u escape gives half of a surrogate pair, which is not text"]
+    assert result.accounted and result.rows_read == 11
 
 
 def test_duplicates_and_conflicting_versions_are_resolved_by_updated_at() -> None:

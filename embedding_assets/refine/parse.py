@@ -39,6 +39,8 @@ def parse_record(
             return {}, [f"invalid_json: {exc.msg} at column {exc.colno}"]
         if not isinstance(value, dict):
             return {}, [f"not_an_object: a JSON {type(value).__name__} is not a record"]
+        if "\\u" in text and _lone_surrogate(value):
+            return {}, ["invalid_json: a \\u escape gives half of a surrogate pair, which is not text"]
         return value, []
     if fmt == "csv":
         head = next(csv.reader([(header or b"").decode("utf-8", errors="replace").removeprefix(BOM)]), [])
@@ -55,6 +57,22 @@ def parse_record(
         return _parse_markdown(text, file)
     stem = file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     return {"path": stem, "body": text}, []
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in a parsed JSON value holds an unpaired surrogate (json.loads
+    keeps ``\\ud800`` as it is; it cannot be stored as UTF-8)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
 
 
 def _unterminated_quote(text: str) -> bool:
