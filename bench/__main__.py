@@ -17,7 +17,7 @@ from bench.common import machine
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = (
     "embed_stage", "incremental", "datapath", "index", "orchestration", "daemon", "canary", "maintenance", "scale",
-    "int8", "serve", "gpu", "peer",
+    "int8", "serve", "gpu", "peer", "index_real",
 )  # fmt: skip
 
 
@@ -70,10 +70,12 @@ def main() -> int:
             from bench import datapath
 
             report[name] = datapath.run(args.rows, args.smoke)
-        elif name == "index":
+        elif name in ("index", "index_real"):
             from bench import index
 
-            report[name] = index.run(args.vectors, args.smoke)
+            report[name] = index.run(
+                args.vectors, args.smoke, "real" if name == "index_real" else "clustered"
+            )
         elif name == "orchestration":
             from bench import orchestration
 
@@ -249,6 +251,19 @@ def render(report: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         lines += _sweep_rows(shared)
+    real = report.get("index_real")
+    if real:
+        lines += [
+            "",
+            f"### Index, real embeddings perturbed ({real['vectors']:,} × {real['dimension']}, {real['measured_at']}): recall@10 against p99, every setting",
+            "",
+            f"Flat scan p50 / p99 {real['flat_scan']['p50_ms']} / {real['flat_scan']['p99_ms']} ms. Default ({real['default_settings']}): recall@10 **{real['default']['recall_at_10']}**, p50 / p99 {real['default']['p50_ms']} / **{real['default']['p99_ms']}** ms."
+            + (f" Best recall with p99 < 10 ms: {real['recommended']['index']}, {real['recommended']['search']}: {real['recommended']['recall_at_10']}, {real['recommended']['p99_ms']} ms." if real.get("recommended") else ""),
+            "",
+            "| index | nprobes | ef | refine | recall@10 | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        lines += _sweep_rows(real)
     c = report.get("canary")
     if c:
         from bench import canary

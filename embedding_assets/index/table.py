@@ -35,7 +35,8 @@ class AnnSettings:
     clustered vectors, 2 cores): the best recall@10 with p99 under 10 ms was IVF_HNSW_SQ with 4,096
     rows per IVF partition, 5 probes and ef 100 (0.989; p50 6.2 ms, p99 8.4 ms). Larger partitions
     (16,384 rows) lost recall at every latency; IVF_PQ needs a refine step to pass 0.95, which
-    puts its p99 over 10 ms. See ``bench/FINDINGS.md``."""
+    puts its p99 over 10 ms. On real embeddings, perturbed (``--only index_real``), the same setting
+    is the curve's knee: recall@10 0.980 at p99 4.2 ms. See ``bench/FINDINGS.md``."""
 
     rows_per_partition: int = 4096  # IVF partitions = rows / this, at least 1
     nprobes: int = 5
