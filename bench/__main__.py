@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 import warnings
 from datetime import UTC, datetime
@@ -111,9 +112,58 @@ def main() -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(render(report))
     if not args.smoke:
-        (args.out / "latest.md").write_text(render(report))
+        latest = args.out / "latest.md"
+        previous = latest.read_text() if latest.exists() else ""
+        latest.write_text(merge_latest(previous, render(report), ran=list(args.only)))
     print(f"[bench] wrote {args.out / stem}.json and .md")
     return 0
+
+
+def _row_key(row: str) -> str:
+    """A summary row's section: the number and first word of its first cell ("3 data")."""
+    return " ".join(row.strip("| ").split(" | ")[0].split()[:2])
+
+
+def _blocks(page: str) -> tuple[list[str], list[str], list[tuple[str, list[str]]], list[str]]:
+    """A rendered page as (head lines, summary rows, ``###`` blocks as (heading, lines), tail)."""
+    lines = page.rstrip("\n").split("\n")
+    start = lines.index("|---|---|---|---|") + 1 if "|---|---|---|---|" in lines else len(lines)
+    end = start
+    while end < len(lines) and lines[end].startswith("| "):
+        end += 1
+    head, rows, rest = lines[:start], lines[start:end], lines[end:]
+    blocks: list[tuple[str, list[str]]] = []
+    tail: list[str] = []
+    for line in rest:
+        if line.startswith("### "):
+            blocks.append((line, [line]))
+        elif line.startswith("What these figures mean"):
+            tail.append(line)
+        elif blocks and not tail:
+            blocks[-1][1].append(line)
+    return head, rows, blocks, tail
+
+
+def merge_latest(previous: str, fresh: str, ran: list[str]) -> str:
+    """latest.md from this day's render and the page it replaces: a summary row or a ``###`` table
+    of a section this day did not measure is kept from the previous page, so ``--only X`` updates
+    X and leaves the other figures where they were."""
+    if not previous.strip() or "|---|---|---|---|" not in previous:
+        return fresh
+    head, rows, blocks, tail = _blocks(fresh)
+    _, old_rows, old_blocks, _ = _blocks(previous)
+    keys = {_row_key(r) for r in rows}
+    kept = rows + [r for r in old_rows if _row_key(r) not in keys]
+    kept.sort(key=lambda r: int(_row_key(r).split()[0]) if _row_key(r).split()[0].isdigit() else 99)
+    titles = {h.split(" (")[0].split(":")[0] for h, _ in blocks}
+    merged = blocks + [(h, b) for h, b in old_blocks if h.split(" (")[0].split(":")[0] not in titles]
+    note = (
+        f"Measured on {head[0].removeprefix('# Benchmarks, ')[:10]}: {', '.join(ran)} (and that day's "
+        "earlier sections); the other rows are kept from earlier runs, each in its dated file here."
+    )
+    body = [line for h, b in merged for line in b if not line.startswith("Measured on ")]
+    out = [*head, *kept, "", note, "", *body, *tail]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)) + "\n"
 
 
 def _index_builds(section: dict[str, Any]) -> list[str]:
@@ -199,6 +249,12 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"| 4 index | FTS p50 / p99; hybrid p50 / p99 | {x['fts_p50_ms']} / {x['fts_p99_ms']} ms; {x['hybrid_p50_ms']} / {x['hybrid_p99_ms']} ms | |"
         )
+    real = report.get("index_real")
+    if real:
+        d = real["default"]
+        lines.append(
+            f"| 4 index, real embeddings perturbed ({real['vectors']:,} × {real['dimension']}) | **default**: recall@10; p50 / p99 | **{d['recall_at_10']}**; {d['p50_ms']} / **{d['p99_ms']}** ms | ≥ 0.95; p99 < 10 ms |"
+        )  # fmt: skip
     o = report.get("orchestration")
     if o:
         p = o["partition"]
