@@ -132,6 +132,14 @@ def test_csv_and_markdown_sources_parse() -> None:
     assert result.silver["doc_id"].to_list() == ["guides:g-1"]
     assert result.silver["text"][0] == "# Setup\n\nPlug it in."
 
+    half = b'---\nid: g-2\ntitle: "half \\ud800"\n---\n# Setup\n\nPlug it in.'  # failed the step before
+    result = bronze_to_silver(
+        GUIDES, pl.DataFrame([("g.md", 1, half, None)], schema=RAW_SCHEMA, orient="row"), "b1"
+    )
+    assert result.quarantine["reasons"].to_list() == [
+        ["invalid_front_matter: a \\u escape gives half of a surrogate pair, which is not text"]
+    ]
+
 
 def test_latest_documents_prefers_updated_at_then_batch(tmp_path: Path) -> None:
     a = bronze_to_silver(

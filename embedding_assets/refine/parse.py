@@ -18,6 +18,7 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 
 
 _FALSE = {"false", "0", "no", "n", "f"}
+_HALF_SURROGATE = "a \\u escape gives half of a surrogate pair, which is not text"
 
 
 def parse_record(
@@ -40,7 +41,7 @@ def parse_record(
         if not isinstance(value, dict):
             return {}, [f"not_an_object: a JSON {type(value).__name__} is not a record"]
         if "\\u" in text and _lone_surrogate(value):
-            return {}, ["invalid_json: a \\u escape gives half of a surrogate pair, which is not text"]
+            return {}, [f"invalid_json: {_HALF_SURROGATE}"]
         return value, []
     if fmt == "csv":
         head = next(csv.reader([(header or b"").decode("utf-8", errors="replace").removeprefix(BOM)]), [])
@@ -60,8 +61,8 @@ def parse_record(
 
 
 def _lone_surrogate(value: Any) -> bool:
-    """Whether a string anywhere in a parsed JSON value holds an unpaired surrogate (json.loads
-    keeps ``\\ud800`` as it is; it cannot be stored as UTF-8)."""
+    """Whether a string anywhere in a parsed JSON or YAML value holds an unpaired surrogate (both
+    keep ``\\ud800`` as it is; it cannot be stored as UTF-8)."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -97,6 +98,8 @@ def _parse_markdown(text: str, file: str) -> tuple[dict[str, Any], list[str]]:
             return {}, [f"invalid_front_matter: {exc}"]
         if not isinstance(loaded, dict):
             return {}, ["invalid_front_matter: not a mapping"]
+        if _lone_surrogate(loaded):  # YAML's "\ud800" is kept as it is, as json.loads keeps it
+            return {}, [f"invalid_front_matter: {_HALF_SURROGATE}"]
         front = loaded
         body = parts[1].split("\n", 1)[1] if "\n" in parts[1] else ""
     record = {"path": stem, **front, "body": body.strip()}
