@@ -6,6 +6,7 @@ sentence-transformers never silently truncates what we embed.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,10 +146,10 @@ class Chunker:
         budget = self.settings.budget
         long = [i for i, n in enumerate(counts) if n > budget]
         offsets = dict(zip(long, self._offsets_many([sentences[i] for i in long]), strict=True))
-        at = iter(range(len(sentences)))
+        first = list(itertools.accumulate((len(sp) for sp in spans), initial=0))  # each text's first sentence
         pieces = [
-            [p for s, e in sp for i in [next(at)] for p in self._pieces(s, e, counts[i], offsets.get(i))]
-            for sp in spans
+            [p for i, (s, e) in enumerate(sp, start) for p in self._pieces(s, e, counts[i], offsets.get(i))]
+            for sp, start in zip(spans, first[:-1], strict=True)
         ]
         # A tokenizer that splits words at whitespace before anything else gives whole sentences
         # joined at whitespace the sum of their counts; any other chunk is counted for real.
@@ -163,7 +164,8 @@ class Chunker:
             n = summed(parts)
             if n is None:
                 drafts.append(chunk)
-            return n or 0
+                return 0
+            return n
 
         for text, ps in zip(texts, pieces, strict=True):
             self._pack(text, ps, draft)
