@@ -194,14 +194,14 @@ def _edit_one(landing: Path) -> str:
 
 
 def _whole(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
-        )
-    return elapsed, done.stdout
+    """A command as a whole process: (seconds, its standard output)."""
+    from bench.common import timed
+
+    done = timed(lambda: subprocess.run(cmd, env=env, capture_output=True, text=True, check=False))
+    if done.value.returncode != 0:
+        out = f"{done.value.stdout[-2000:]}{done.value.stderr[-3000:]}"
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.value.returncode}:\n{out}")
+    return done.seconds, done.value.stdout
 
 
 def _one_repeat(tmp: Path, model: str, smoke: bool) -> dict[str, dict[str, Any]]:
@@ -270,7 +270,7 @@ def run(smoke: bool) -> dict[str, Any]:
         peer = median([r[scenario]["peer_s"] for r in repeats])
         section[scenario] = {
             "ours_s": round(ours, 2), "peer_s": round(peer, 2), "ours_over_peer": round(ours / peer, 3),
-            "peer_counts": {k: v for k, v in repeats[0][scenario]["peer"].items()},
+            "peer_counts": repeats[0][scenario]["peer"],
         }  # fmt: skip
     docs = load_documents(REPO / "data" / "landing", REPO / "data" / "contracts")
     section["splitter"] = _splitters(model, docs * (1 if smoke else 10))
