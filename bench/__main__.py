@@ -144,6 +144,11 @@ def _blocks(page: str) -> tuple[list[str], list[str], list[tuple[str, list[str]]
     return head, rows, blocks, tail
 
 
+def _title(heading: str) -> str:
+    """A ``###`` heading without its date or detail: what names the same table on two pages."""
+    return heading.split(" (")[0].split(":")[0]
+
+
 def merge_latest(previous: str, fresh: str, ran: list[str]) -> str:
     """latest.md from this day's render and the page it replaces: a summary row or a ``###`` table
     of a section this day did not measure is kept from the previous page, so ``--only X`` updates
@@ -154,9 +159,9 @@ def merge_latest(previous: str, fresh: str, ran: list[str]) -> str:
     _, old_rows, old_blocks, _ = _blocks(previous)
     keys = {_row_key(r) for r in rows}
     kept = rows + [r for r in old_rows if _row_key(r) not in keys]
-    kept.sort(key=lambda r: int(_row_key(r).split()[0]) if _row_key(r).split()[0].isdigit() else 99)
-    titles = {h.split(" (")[0].split(":")[0] for h, _ in blocks}
-    merged = blocks + [(h, b) for h, b in old_blocks if h.split(" (")[0].split(":")[0] not in titles]
+    kept.sort(key=lambda r: int(n) if (n := _row_key(r).split()[0]).isdigit() else 99)
+    titles = {_title(h) for h, _ in blocks}
+    merged = blocks + [(h, b) for h, b in old_blocks if _title(h) not in titles]
     note = (
         f"Measured on {head[0].removeprefix('# Benchmarks, ')[:10]}: {', '.join(ran)} (and that day's "
         "earlier sections); the other rows are kept from earlier runs, each in its dated file here."
@@ -307,7 +312,6 @@ def render(report: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         lines += _sweep_rows(shared)
-    real = report.get("index_real")
     if real:
         lines += [
             "",
