@@ -187,6 +187,20 @@ def _sweep_rows(section: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _real_index_block(real: dict[str, Any]) -> list[str]:
+    """The real-embeddings index section: its default, its best setting, and every setting."""
+    return [
+        "",
+        f"### Index, real embeddings perturbed ({real['vectors']:,} × {real['dimension']}, {real['measured_at']}): recall@10 against p99, every setting",
+        "",
+        f"Flat scan p50 / p99 {real['flat_scan']['p50_ms']} / {real['flat_scan']['p99_ms']} ms. Default ({real['default_settings']}): recall@10 **{real['default']['recall_at_10']}**, p50 / p99 {real['default']['p50_ms']} / **{real['default']['p99_ms']}** ms."
+        + (f" Best recall with p99 < 10 ms: {real['recommended']['index']}, {real['recommended']['search']}: {real['recommended']['recall_at_10']}, {real['recommended']['p99_ms']} ms." if real.get("recommended") else ""),
+        "",
+        "| index | nprobes | ef | refine | recall@10 | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ] + _sweep_rows(real)  # fmt: skip
+
+
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -313,17 +327,7 @@ def render(report: dict[str, Any]) -> str:
         ]
         lines += _sweep_rows(shared)
     if real:
-        lines += [
-            "",
-            f"### Index, real embeddings perturbed ({real['vectors']:,} × {real['dimension']}, {real['measured_at']}): recall@10 against p99, every setting",
-            "",
-            f"Flat scan p50 / p99 {real['flat_scan']['p50_ms']} / {real['flat_scan']['p99_ms']} ms. Default ({real['default_settings']}): recall@10 **{real['default']['recall_at_10']}**, p50 / p99 {real['default']['p50_ms']} / **{real['default']['p99_ms']}** ms."
-            + (f" Best recall with p99 < 10 ms: {real['recommended']['index']}, {real['recommended']['search']}: {real['recommended']['recall_at_10']}, {real['recommended']['p99_ms']} ms." if real.get("recommended") else ""),
-            "",
-            "| index | nprobes | ef | refine | recall@10 | p50 ms | p99 ms |",
-            "|---|---|---|---|---|---|---|",
-        ]  # fmt: skip
-        lines += _sweep_rows(real)
+        lines += _real_index_block(real)
     c = report.get("canary")
     if c:
         from bench import canary

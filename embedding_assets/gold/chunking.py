@@ -139,18 +139,7 @@ class Chunker:
         and every packed chunk counted in another. Packing is a fixed function of the counts, so
         the result is what one text at a time gives; a chunk that grew over budget at a seam is
         shrunk with counts taken one at a time (rare)."""
-        spans = [self._spans(t) for t in texts]
-        sentences = [t[s:e] for t, sp in zip(texts, spans, strict=True) for s, e in sp]
-        counts = self._counts_many(sentences)
-        # Offsets only for the sentences too long to be one piece: they are split on tokens.
-        budget = self.settings.budget
-        long = [i for i, n in enumerate(counts) if n > budget]
-        offsets = dict(zip(long, self._offsets_many([sentences[i] for i in long]), strict=True))
-        first = list(itertools.accumulate((len(sp) for sp in spans), initial=0))  # each text's first sentence
-        pieces = [
-            [p for i, (s, e) in enumerate(sp, start) for p in self._pieces(s, e, counts[i], offsets.get(i))]
-            for sp, start in zip(spans, first[:-1], strict=True)
-        ]
+        pieces = self._pieces_many(texts)
         # A tokenizer that splits words at whitespace before anything else gives whole sentences
         # joined at whitespace the sum of their counts; any other chunk is counted for real.
         additive = bool(getattr(self._tok, "additive_at_whitespace", False))
@@ -176,6 +165,20 @@ class Chunker:
             return n if n is not None else known[chunk] if chunk in known else self.count(chunk)
 
         return [self._pack(text, ps, count) for text, ps in zip(texts, pieces, strict=True)]
+
+    def _pieces_many(self, texts: list[str]) -> list[list[_Piece]]:
+        """Each text's sentences as pieces, every sentence counted in one batch call; offsets are
+        taken only for the sentences too long to be one piece, which are split on tokens."""
+        spans = [self._spans(t) for t in texts]
+        sentences = [t[s:e] for t, sp in zip(texts, spans, strict=True) for s, e in sp]
+        counts = self._counts_many(sentences)
+        long = [i for i, n in enumerate(counts) if n > self.settings.budget]
+        offsets = dict(zip(long, self._offsets_many([sentences[i] for i in long]), strict=True))
+        first = list(itertools.accumulate((len(sp) for sp in spans), initial=0))  # each text's first sentence
+        return [
+            [p for i, (s, e) in enumerate(sp, start) for p in self._pieces(s, e, counts[i], offsets.get(i))]
+            for sp, start in zip(spans, first[:-1], strict=True)
+        ]
 
     def _pack(
         self, text: str, pieces: list[_Piece], count: Callable[[str, list[_Piece]], int]
