@@ -225,3 +225,18 @@ def test_snapshot_tombstones_delete_what_a_full_snapshot_lacks() -> None:
     assert snapshot_tombstones(docs("b3", {}), earlier, "b3").height == 0  # no delivery: no deletions
     later = docs("b9", {"s:2": (1, False)})
     assert snapshot_tombstones(current, pl.concat([earlier, later]), "b3")["doc_id"].to_list() == ["s:2"]
+
+
+def test_metadata_json_is_pythons_for_hostile_strings() -> None:
+    """Metadata strings are encoded column-wise; the text must be exactly what ``json.dumps``
+    writes: quotes, backslashes, control characters, non-ASCII and a missing value."""
+    products = ['say "hi"\\', "tab\tnl\nnul\x00us\x1fdel\x7f", "café 中文 \u2028 😀", None, ""]
+    records = [
+        _ticket(f"T{i}", body=f"Body number {i} is its own text.", product=p) for i, p in enumerate(products)
+    ]
+    silver = bronze_to_silver(HELPDESK, _raw(*records), "b1").silver.sort("doc_id")
+    expected = [
+        json.dumps({"priority": "low", "product": p, "status": None}, sort_keys=True, ensure_ascii=False)
+        for p in products
+    ]
+    assert silver["metadata"].to_list() == expected

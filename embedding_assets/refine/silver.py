@@ -313,16 +313,39 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
 
 
 def _metadata_json(contract: Contract, good: pl.DataFrame) -> pl.Series:
-    """The contract's metadata fields of each row as sorted-key JSON (``{}`` when it has none)."""
+    """The contract's metadata fields of each row as sorted-key JSON (``{}`` when it has none),
+    exactly as ``json.dumps(..., sort_keys=True, default=str, ensure_ascii=False)`` writes it."""
     meta_cols = list(contract.metadata)
     if not meta_cols:
         return pl.Series("metadata", ["{}"] * good.height, dtype=pl.String)
+    values = good.select(pl.col(f"typed::{m}").alias(m) for m in meta_cols)
+    if all(_json_exact(dtype) for dtype in values.dtypes):
+        return _metadata_json_columns(values)
     # One encoder for the batch: json.dumps with options builds a new one per call.
     encode = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False).encode
-    rows = good.select(pl.col(f"typed::{m}") for m in meta_cols).iter_rows()
     return pl.Series(
-        "metadata", [encode(dict(zip(meta_cols, row, strict=True))) for row in rows], dtype=pl.String
+        "metadata",
+        [encode(dict(zip(meta_cols, row, strict=True))) for row in values.iter_rows()],
+        dtype=pl.String,
     )
+
+
+def _json_exact(dtype: pl.DataType) -> bool:
+    """Types whose polars JSON text is byte for byte Python's: strings (same escapes, non-ASCII kept),
+    integers, booleans and nulls. Floats are not (``1e-07`` against ``1e-7``, ``NaN``), nor dates."""
+    return dtype == pl.String or dtype == pl.Boolean or dtype == pl.Null or dtype.is_integer()
+
+
+def _metadata_json_columns(values: pl.DataFrame) -> pl.Series:
+    """Sorted-key JSON objects built column-wise: each value is encoded on its own by polars
+    (``{"v":<value>}`` with the wrapper cut off) and joined with Python's ``", "`` and ``": "``."""
+    parts: list[pl.Expr] = []
+    for i, name in enumerate(sorted(values.columns)):
+        key = json.dumps(name, ensure_ascii=False)
+        parts.append(pl.lit(("{" if i == 0 else ", ") + key + ": "))
+        parts.append(pl.struct(pl.col(name).alias("v")).struct.json_encode().str.slice(5).str.head(-1))
+    parts.append(pl.lit("}"))
+    return values.select(pl.concat_str(parts).alias("metadata")).to_series()
 
 
 def _updated_expr(contract: Contract) -> pl.Expr:
