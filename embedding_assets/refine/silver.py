@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow as pa
 
 from embedding_assets.contracts.model import PL_TYPES, Contract
+from embedding_assets.core.bulk import gc_paused
 from embedding_assets.core.hashing import FIELD_SEP, frame_hash
 from embedding_assets.refine.dedupe import deduplicate
 from embedding_assets.refine.migrations import breaking_fields, migrate
@@ -108,15 +109,16 @@ def _parse_batch(contract: Contract, bronze: pl.DataFrame) -> _Parsed:
     shapes: dict[frozenset[str], int] = {}
     defaults = [(name, spec.default) for name, spec in contract.fields.items() if spec.default is not None]
     migrated = 0
-    for file, raw, header in bronze.select("file", "raw", "header").iter_rows():
-        record, version, reasons, steps = _read_record(contract, (raw, header, file), shapes, defaults)
-        migrated += steps > 0
-        keys = frozenset(record)
-        keysets.append(interned.setdefault(keys, keys))
-        parse_errors.append(reasons)
-        versions_read.append(version if not reasons or record else -1)  # -1: nothing could be read
-        for name in names:
-            texts[name].append(as_text(record.get(name)))
+    with gc_paused():
+        for file, raw, header in bronze.select("file", "raw", "header").iter_rows():
+            record, version, reasons, steps = _read_record(contract, (raw, header, file), shapes, defaults)
+            migrated += steps > 0
+            keys = frozenset(record)
+            keysets.append(interned.setdefault(keys, keys))
+            parse_errors.append(reasons)
+            versions_read.append(version if not reasons or record else -1)  # -1: nothing could be read
+            for name in names:
+                texts[name].append(as_text(record.get(name)))
     frame = pl.DataFrame(
         [
             bronze["file"].alias("_file"),
