@@ -6,7 +6,6 @@ re-run with identical results.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import unicodedata
@@ -123,7 +122,6 @@ def normalise_text(text: str) -> str:
 # Text that is plain ASCII (tab, newline, CR, VT, FF and printable characters only) normalises the
 # same in polars as in :func:`normalise_text`: NFKC leaves it alone and casefold is lowercasing.
 _PLAIN = r"^[\t\n\r\x0b\x0c\x20-\x7e]*$"
-_CHUNK_DOCS = 200_000  # shingles are built this many documents at a time, to bound memory
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # the 64-bit golden ratio: combines word hashes into shingles
 
 
@@ -165,6 +163,7 @@ _HASH_BITS = 48  # a shingle is a 48-bit hash: two shingles of one text collide 
 _CLASS_BITS = 4  # rarity class above the hash: log2 of how many shingles share its sketch slot
 _SKETCH_SLOTS = 1 << 20
 _SORT_DOCS = 1 << (64 - _HASH_BITS - _CLASS_BITS)  # documents per sort: (doc, class, hash) in 64 bits
+_BLOCK_DOCS = 4 * _SORT_DOCS  # documents per block of shingling
 
 
 def _tokens(norm: pl.Series, size: int, seed: int) -> _Tokens:
@@ -173,21 +172,35 @@ def _tokens(norm: pl.Series, size: int, seed: int) -> _Tokens:
 
     Rarity comes from a one-row count sketch, so the order is a fixed function of the shingle:
     prefix filtering is exact under any global order, and a rough rarity only costs candidates.
+    Both passes go ``_BLOCK_DOCS`` documents at a time, so their temporaries are a few MB that
+    the allocator reuses and the cache holds, not arrays of every shingle in the batch.
     """
-    docs, hashes = [], []
-    for begin in range(0, norm.len(), _CHUNK_DOCS):
-        doc, shingles = _shingles(norm.slice(begin, _CHUNK_DOCS), size, seed, begin)
+    blocks = [(lo, min(lo + _BLOCK_DOCS, norm.len())) for lo in range(0, norm.len(), _BLOCK_DOCS)]
+    shingled = [_shingles(norm.slice(lo, hi - lo), size, seed) for lo, hi in blocks]
+    shared = np.zeros(_SKETCH_SLOTS, dtype=np.int64)
+    for _, token in shingled:
+        shared += np.bincount(_slot(token), minlength=_SKETCH_SLOTS)
+    # A class per sketch slot, looked up per shingle: log2 of how many shingles share the slot.
+    rarity = np.searchsorted(1 << np.arange(1, 1 << _CLASS_BITS), shared, side="right").astype(np.uint64)
+    rarity <<= np.uint64(_HASH_BITS)
+    docs, keys = [], []
+    for (lo, _), (per_doc, token) in zip(blocks, shingled, strict=True):
+        token |= rarity[_slot(token)]
+        doc, key = _distinct_per_doc(per_doc, token, lo)
         docs.append(doc)
-        hashes.append(shingles)
-    doc, token = np.concatenate(docs), np.concatenate(hashes)
-    doc_sorted, keys = _distinct_per_doc(doc, _with_rarity(token), norm.len())
+        keys.append(key)
+    doc_sorted, key_sorted = np.concatenate(docs), np.concatenate(keys)
     starts = np.flatnonzero(np.concatenate([[True], doc_sorted[1:] != doc_sorted[:-1]]))
-    return _Tokens(doc_sorted, keys, starts, np.diff(np.append(starts, keys.size)))
+    return _Tokens(doc_sorted, key_sorted, starts, np.diff(np.append(starts, key_sorted.size)))
 
 
-def _shingles(part: pl.Series, size: int, seed: int, begin: int) -> tuple[np.ndarray, np.ndarray]:
-    """(document number, 48-bit shingle hash) of every shingle of ``part``, whose first text is
-    document ``begin``."""
+def _slot(token: np.ndarray) -> np.ndarray:
+    """Each shingle's sketch slot: its low hash bits."""
+    return (token & np.uint64(_SKETCH_SLOTS - 1)).view(np.int64)
+
+
+def _shingles(part: pl.Series, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shingles per text, 48-bit hash of every shingle in text order) of the texts of ``part``."""
     words = part.str.split(" ")
     lengths = words.list.len().to_numpy().astype(np.int64)
     word_hashes = words.explode().hash(seed).to_numpy()
@@ -202,34 +215,26 @@ def _shingles(part: pl.Series, size: int, seed: int, begin: int) -> tuple[np.nda
         for k in range(1, size):
             step = combined * _MIX + word_hashes[np.minimum(first + k, last)]
             combined = np.where(k < span, step, combined)
-    doc = np.repeat(np.arange(begin, begin + part.len(), dtype=np.int64), per_doc)
-    return doc, combined >> np.uint64(64 - _HASH_BITS)
+    return per_doc, combined >> np.uint64(64 - _HASH_BITS)
 
 
-def _with_rarity(token: np.ndarray) -> np.ndarray:
-    """``token`` with its rarity class above the hash bits, so sorting puts rare shingles first."""
-    slot = (token & np.uint64(_SKETCH_SLOTS - 1)).astype(np.intp)
-    shared = np.bincount(slot, minlength=_SKETCH_SLOTS)[slot]
-    rarity = np.searchsorted(1 << np.arange(1, 1 << _CLASS_BITS), shared, side="right").astype(np.uint64)
-    token |= rarity << np.uint64(_HASH_BITS)
-    return token
-
-
-def _distinct_per_doc(doc: np.ndarray, token: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
-    """(doc, key) sorted by document, then key, each pair once: ``_SORT_DOCS`` documents at a time,
-    packed into one uint64 so a plain sort does it."""
+def _distinct_per_doc(
+    per_doc: np.ndarray, token: np.ndarray, first_doc: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(doc, key) sorted by document, then key, each pair once, for the documents numbered from
+    ``first_doc`` with ``per_doc`` shingles each: ``_SORT_DOCS`` documents at a time, packed into
+    one uint64 so a plain sort does it."""
     key_bits = np.uint64(_HASH_BITS + _CLASS_BITS)
-    bounds = np.searchsorted(doc, np.arange(0, n_docs + _SORT_DOCS, _SORT_DOCS))
+    ends = np.concatenate([[0], np.cumsum(per_doc)])
     out_doc, out_key = [], []
-    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-        if lo == hi:
-            continue
-        base = i * _SORT_DOCS
-        packed = ((doc[lo:hi] - base).astype(np.uint64) << key_bits) | token[lo:hi]
+    for base in range(0, per_doc.size, _SORT_DOCS):
+        top = min(base + _SORT_DOCS, per_doc.size)
+        local = np.repeat(np.arange(top - base, dtype=np.uint64), per_doc[base:top])
+        packed = (local << key_bits) | token[ends[base] : ends[top]]
         packed.sort()
         packed = packed[np.concatenate([[True], packed[1:] != packed[:-1]])]  # a repeated shingle counts once
-        out_doc.append((packed >> key_bits).astype(np.int64) + base)
-        out_key.append((packed & np.uint64((1 << int(key_bits)) - 1)).astype(np.int64))
+        out_doc.append((packed >> key_bits).astype(np.int32) + np.int32(first_doc + base))
+        out_key.append((packed & np.uint64((1 << int(key_bits)) - 1)).view(np.int64))
     return np.concatenate(out_doc), np.concatenate(out_key)
 
 
@@ -242,7 +247,8 @@ def _similar_pairs(tokens: _Tokens, threshold: float) -> pl.DataFrame:
     (its indexing prefix), so only such pairs are compared. Rare tokens come first, so text shared
     by many documents (templates, signatures) rarely makes a candidate.
     """
-    frame = pl.DataFrame({"doc": tokens.doc, "tok": tokens.key, "n": np.repeat(tokens.size, tokens.size)})
+    n = np.repeat(tokens.size.astype(np.int32), tokens.size)
+    frame = pl.DataFrame({"doc": tokens.doc, "tok": tokens.key, "n": n})
     candidates = _candidate_pairs(tokens, frame, threshold)
     if candidates.is_empty():
         return pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "sim": pl.Float64})
