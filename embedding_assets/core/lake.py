@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +23,22 @@ COMMIT_BACKOFF = Backoff(attempts=8, base_s=0.05, max_s=2.0)
 def _retry(fn: Callable[[], T]) -> T:
     """Optimistic concurrency: a commit that lost a race is retried (re-reading the table)."""
     return retry(fn, COMMIT_BACKOFF, retry_on=(CommitFailedError,))[0]
+
+
+_WRITE_ROWS = 65_536
+
+
+def _batches(frame: pl.DataFrame) -> pa.RecordBatchReader:
+    """``frame`` as a stream of record batches of ``_WRITE_ROWS`` rows, each converted when the
+    writer asks for it. Handed a whole table, deltalake writes several times slower and holds a
+    second copy of it: 1M rows of text took 2.9 s and 1.1 GB more, streamed 0.5 s and 0.6 GB.
+    A new stream each call, so a retried write reads the rows again from the start."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for offset in range(0, frame.height, _WRITE_ROWS):
+            yield from frame.slice(offset, _WRITE_ROWS).to_arrow().to_batches()
+
+    return pa.RecordBatchReader.from_batches(frame.slice(0, 0).to_arrow().schema, batches())
 
 
 def _quote(value: str) -> str:
@@ -153,7 +169,9 @@ class Lake:
         earlier = lazy.filter(pl.col("batch") < batch).select("batch").unique().collect()["batch"].sort()
         return lazy.filter(pl.col("batch").is_in(earlier.tail(n).implode())).collect()
 
-    def _ensure(self, table: str, arrow: pa.Table, partition_by: Sequence[str] = ("batch",)) -> DeltaTable:
+    def _ensure(
+        self, table: str, frame: pl.DataFrame, partition_by: Sequence[str] = ("batch",)
+    ) -> DeltaTable:
         """Open the table, creating it empty first if needed. Creating is the one step where two
         writers could both see 'no table' and then blindly append; an explicit, exclusive create
         (losers get 'already exists') closes that race."""
@@ -162,7 +180,10 @@ class Lake:
             return dt
         try:
             write_deltalake(
-                self.uri(table), arrow.slice(0, 0), mode="error", partition_by=list(partition_by) or None
+                self.uri(table),
+                frame.slice(0, 0).to_arrow(),
+                mode="error",
+                partition_by=list(partition_by) or None,
             )
         except CommitFailedError:
             pass
@@ -195,15 +216,14 @@ class Lake:
         if same_rows(existing, frame, volatile):
             current = self.version(table)
             return Written(-1 if current is None else current, committed=False)
-        arrow = frame.to_arrow()
         predicate = " AND ".join(f"{c} = {_quote(v)}" for c, v in {"batch": batch, **(where or {})}.items())
 
         def write() -> int:
             checkpoint(f"writing {table}")
-            self._ensure(table, arrow)
+            self._ensure(table, frame)
             write_deltalake(
                 self.uri(table),
-                arrow,
+                _batches(frame),
                 mode="overwrite",
                 predicate=predicate,
                 partition_by=["batch"],
@@ -220,12 +240,11 @@ class Lake:
         if same_rows(self.read(table, dict(frame.schema)), frame, volatile):
             current = self.version(table)
             return Written(-1 if current is None else current, committed=False)
-        arrow = frame.to_arrow()
 
         def write() -> int:
             checkpoint(f"writing {table}")
-            self._ensure(table, arrow, partition_by=())
-            write_deltalake(self.uri(table), arrow, mode="overwrite", schema_mode="overwrite")
+            self._ensure(table, frame, partition_by=())
+            write_deltalake(self.uri(table), _batches(frame), mode="overwrite", schema_mode="overwrite")
             return DeltaTable(self.uri(table)).version()
 
         return Written(_retry(write), committed=True)
@@ -239,14 +258,13 @@ class Lake:
         Two writers racing to append the same rows conflict at commit; the loser retries against
         the new snapshot and inserts nothing, so there are never duplicates. ``inserted`` tells a
         caller using the keys as a compare-and-set (the registry) whether its rows went in."""
-        arrow = frame.to_arrow()
         on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
 
         def write() -> Inserted:
             checkpoint(f"writing {table}")
-            dt = self._ensure(table, arrow, partition_by)
+            dt = self._ensure(table, frame, partition_by)
             metrics = (
-                dt.merge(arrow, predicate=on, source_alias="s", target_alias="t")
+                dt.merge(_batches(frame), predicate=on, source_alias="s", target_alias="t")
                 .when_not_matched_insert_all()
                 .execute()
             )
