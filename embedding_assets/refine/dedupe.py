@@ -32,19 +32,24 @@ def deduplicate(silver: pl.DataFrame, rules: QualityRules | None = None) -> tupl
     Deletion markers have no text; they are only ever deduplicated by id.
     """
     rules = rules or QualityRules()
-    kept, by_id = _newest_per_id(silver)
+    # The search runs on the columns it reads; the batch's other columns are only filtered once,
+    # at the end, instead of being copied by every sort and filter on the way.
+    kept, by_id = _newest_per_id(silver.select(_SEARCHED))
     remaining, text_dups, flags = _same_text(kept, rules)
     near_losers = _near_copies(remaining, rules, flags)
     losers = pl.concat(
         [f.cast(LOSER_SCHEMA) for f in (*by_id, *text_dups, near_losers)]  # type: ignore[arg-type]
     )
-    out = kept.join(losers.select("_file", "_line"), on=["_file", "_line"], how="anti")
+    out = silver.join(losers.select("_file", "_line"), on=["_file", "_line"], how="anti")
     out = out.with_columns(
         pl.col("doc_id")
         .replace_strict(flags, default=None, return_dtype=pl.String)
         .alias("near_duplicate_of")
-    ).drop("_at")
+    )
     return out.sort("doc_id"), losers.sort("_file", "_line")
+
+
+_SEARCHED = ["doc_id", "content_hash", "updated_at", "deleted", "text", "_file", "_line"]
 
 
 def _newest_per_id(silver: pl.DataFrame) -> tuple[pl.DataFrame, tuple[pl.DataFrame, pl.DataFrame]]:

@@ -71,23 +71,45 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
     ``bronze`` has the columns ``file``, ``line``, ``raw`` and ``header`` (bytes as received).
     Every row ends in exactly one place: silver, or the rejected table with its kind and reasons.
     """
-    parsed = _parse_batch(contract, bronze)
-    frame = _validated(contract, parsed.frame)
-    breaking = _breaking_changes(contract, frame, parsed.keysets)
-    versions = {int(v): int(n) for v, n in frame.group_by("_version").len().sort("_version").iter_rows()}
-    bad = frame.filter(pl.col("reasons").list.len() > 0)
-    good = frame.filter(pl.col("reasons").list.len() == 0)
-    deduped, losers = deduplicate(_canonical(contract, good, batch), contract.quality)
+    checked = _checked(contract, bronze, batch)
+    deduped, losers = deduplicate(checked.valid, contract.quality)
     rejected = pl.concat(
-        [_invalid_rows(contract, bad, batch), _loser_rows(contract, losers, good, batch)]
+        [checked.invalid, _loser_rows(contract, losers, checked.valid_versions, batch)]
     ).sort("_file", "_line")
     return SilverResult(
         silver=deduped,
         rejected=rejected.with_columns(_raw_texts(bronze, rejected)),
         rows_read=bronze.height,
+        versions=checked.versions,
+        migrated=checked.migrated,
+        breaking=checked.breaking,
+    )
+
+
+@dataclass(frozen=True)
+class _Checked:
+    valid: pl.DataFrame  # the valid rows in SILVER_SCHEMA (plus a typed column per field)
+    valid_versions: pl.DataFrame  # _file, _line and _version of the valid rows
+    invalid: pl.DataFrame  # quarantine rows (QUARANTINE_SCHEMA) for the rows that broke a rule
+    versions: dict[int, int]
+    migrated: int
+    breaking: list[str]
+
+
+def _checked(contract: Contract, bronze: pl.DataFrame, batch: str) -> _Checked:
+    """Every row parsed, migrated, typed and validated. Only the results leave this function:
+    the parsed and typed frames (each the size of the batch) are freed before deduplication."""
+    parsed = _parse_batch(contract, bronze)
+    frame = _validated(contract, parsed.frame)
+    versions = {int(v): int(n) for v, n in frame.group_by("_version").len().sort("_version").iter_rows()}
+    valid = frame.filter(pl.col("reasons").list.len() == 0)
+    return _Checked(
+        valid=_canonical(contract, valid, batch),
+        valid_versions=valid.select("_file", "_line", "_version"),
+        invalid=_invalid_rows(contract, frame.filter(pl.col("reasons").list.len() > 0), batch),
         versions=versions,
         migrated=parsed.migrated,
-        breaking=breaking,
+        breaking=_breaking_changes(contract, frame, parsed.keysets),
     )
 
 
@@ -238,11 +260,12 @@ def _invalid_rows(contract: Contract, bad: pl.DataFrame, batch: str) -> pl.DataF
     ).cast(QUARANTINE_SCHEMA)
 
 
-def _loser_rows(contract: Contract, losers: pl.DataFrame, good: pl.DataFrame, batch: str) -> pl.DataFrame:
-    """Rejected rows (QUARANTINE_SCHEMA) for deduplication's losers, with their contract version."""
+def _loser_rows(contract: Contract, losers: pl.DataFrame, versions: pl.DataFrame, batch: str) -> pl.DataFrame:
+    """Rejected rows (QUARANTINE_SCHEMA) for deduplication's losers, with their contract version
+    (``versions``: _file, _line and _version of the valid rows)."""
     return (
         losers.join(
-            good.select("_file", "_line", pl.col("_version").alias("contract_version")),
+            versions.select("_file", "_line", pl.col("_version").alias("contract_version")),
             on=["_file", "_line"],
             how="left",
         )
