@@ -8,8 +8,9 @@ bronze keeps the raw bytes and silver always holds the current contract.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import polars as pl
@@ -162,25 +163,50 @@ def migrate(
     return Migrated(out, version, steps)
 
 
-def breaking_fields(contract: Contract, live: pl.DataFrame, keysets: Iterable[frozenset[str]]) -> list[str]:
-    """A breaking change, named by field: required fields that no live record of the batch has
-    (after migration), and fields every record has that the contract does not know.
+@dataclass(frozen=True)
+class LiveFields:
+    """What a batch's live records (parsed, not deleted) say about the contract's required fields,
+    summed piece by piece: how many there are, which required fields some of them fill, and the
+    keys every one of them has (computed only when a message needs them)."""
 
-    ``live`` holds the batch's live (parsed, not deleted) records as text, a column per contract
-    field; ``keysets`` the distinct sets of keys those records have.
-    """
-    if live.is_empty():
+    rows: int
+    filled: frozenset[str]
+    common_keys: Callable[[], frozenset[str]]
+
+    @classmethod
+    def of(
+        cls, contract: Contract, live: pl.DataFrame, keysets: Callable[[], Iterable[frozenset[str]]]
+    ) -> LiveFields:
+        """``live`` holds the live records as text, a column per contract field; ``keysets`` gives
+        the sets of keys those records have."""
+        required = [n for n, spec in contract.fields.items() if spec.required and spec.default is None]
+        filled = [n for n in required if not (live[n].is_null() | (live[n] == "")).all()]
+        common = cache(lambda: frozenset.intersection(*keysets()) if live.height else frozenset())
+        return cls(live.height, frozenset(filled), common)
+
+    def __add__(self, other: LiveFields) -> LiveFields:
+        if not (self.rows and other.rows):
+            return self if self.rows else other
+        return LiveFields(
+            self.rows + other.rows,
+            self.filled | other.filled,
+            cache(lambda: self.common_keys() & other.common_keys()),
+        )
+
+
+def breaking_fields(contract: Contract, live: LiveFields) -> list[str]:
+    """A breaking change, named by field: required fields that no live record of the batch has
+    (after migration), with the fields every record has that the contract does not know."""
+    if not live.rows:
         return []
     problems = []
     for name, spec in contract.fields.items():
-        if not (spec.required and spec.default is None):
+        if not (spec.required and spec.default is None) or name in live.filled:
             continue
-        values = live[name]
-        if (values.is_null() | (values == "")).all():
-            unknown = sorted(frozenset.intersection(*keysets) - set(contract.referenced_fields))
-            hint = f"; the rows have unknown fields {unknown}" if unknown else ""
-            problems.append(
-                f"field '{name}' is required by contract v{contract.version} but missing from all "
-                f"{live.height} live rows{hint}: add a migration (rename/add) or fix the source"
-            )
+        unknown = sorted(live.common_keys() - set(contract.referenced_fields))
+        hint = f"; the rows have unknown fields {unknown}" if unknown else ""
+        problems.append(
+            f"field '{name}' is required by contract v{contract.version} but missing from all "
+            f"{live.rows} live rows{hint}: add a migration (rename/add) or fix the source"
+        )
     return problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,9 @@ import pyarrow as pa
 from embedding_assets.contracts.model import PL_TYPES, Contract
 from embedding_assets.core.bulk import gc_paused
 from embedding_assets.core.hashing import FIELD_SEP, frame_hash
+from embedding_assets.refine.decode import Decoded, decode_columns
 from embedding_assets.refine.dedupe import deduplicate
-from embedding_assets.refine.migrations import breaking_fields, migrate
+from embedding_assets.refine.migrations import LiveFields, breaking_fields, migrate
 from embedding_assets.refine.parse import as_text, parse_datetime, parse_record, typed_expr
 from embedding_assets.refine.tables import FIELD_PREFIX, INVALID, QUARANTINE_SCHEMA, SILVER_SCHEMA, SUPERSEDED
 from embedding_assets.refine.validation import row_reasons, with_garbage
@@ -82,8 +84,13 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
         rows_read=bronze.height,
         versions=checked.versions,
         migrated=checked.migrated,
-        breaking=checked.breaking,
+        breaking=checked.breaking(contract),
     )
+
+
+# Records parsed, typed and validated at a time: what is alive at once stays bounded by the
+# piece, not the batch (only the valid rows in their silver shape are kept for deduplication).
+PIECE_ROWS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -93,35 +100,92 @@ class _Checked:
     invalid: pl.DataFrame  # quarantine rows (QUARANTINE_SCHEMA) for the rows that broke a rule
     versions: dict[int, int]
     migrated: int
-    breaking: list[str]
+    live: LiveFields
+    unmigrated: list[int]  # the detected version of each row no migration reaches
+
+    def breaking(self, contract: Contract) -> list[str]:
+        return breaking_fields(contract, self.live) + _unmigrated_message(contract, self.unmigrated)
 
 
 def _checked(contract: Contract, bronze: pl.DataFrame, batch: str) -> _Checked:
-    """Every row parsed, migrated, typed and validated. Only the results leave this function:
-    the parsed and typed frames (each the size of the batch) are freed before deduplication."""
+    """Every row parsed, migrated, typed and validated, ``PIECE_ROWS`` at a time; each piece's
+    parsed and typed frames are freed before the next, and only the results are kept."""
+    starts = range(0, max(bronze.height, 1), PIECE_ROWS)
+    pieces = [_checked_piece(contract, bronze.slice(lo, PIECE_ROWS), batch) for lo in starts]
+    versions: dict[int, int] = {}
+    for piece in pieces:
+        for version, n in piece.versions.items():
+            versions[version] = versions.get(version, 0) + n
+    return _Checked(
+        valid=pl.concat([p.valid for p in pieces]),
+        valid_versions=pl.concat([p.valid_versions for p in pieces]),
+        invalid=pl.concat([p.invalid for p in pieces]),
+        versions=dict(sorted(versions.items())),
+        migrated=sum(p.migrated for p in pieces),
+        live=sum((p.live for p in pieces[1:]), pieces[0].live),
+        unmigrated=[v for p in pieces for v in p.unmigrated],
+    )
+
+
+def _checked_piece(contract: Contract, bronze: pl.DataFrame, batch: str) -> _Checked:
     parsed = _parse_batch(contract, bronze)
     frame = _validated(contract, parsed.frame)
     versions = {int(v): int(n) for v, n in frame.group_by("_version").len().sort("_version").iter_rows()}
     valid = frame.filter(pl.col("reasons").list.len() == 0)
+    first_reason = pl.col("_parse").list.first()
+    unmigrated = frame.filter(
+        first_reason.str.starts_with("no_migration") | first_reason.str.starts_with("unknown_version")
+    )
     return _Checked(
         valid=_canonical(contract, valid, batch),
         valid_versions=valid.select("_file", "_line", "_version"),
         invalid=_invalid_rows(contract, frame.filter(pl.col("reasons").list.len() > 0), batch),
         versions=versions,
         migrated=parsed.migrated,
-        breaking=_breaking_changes(contract, frame, parsed.keysets),
+        live=_live_fields(contract, frame, parsed, bronze["raw"]),
+        unmigrated=unmigrated["_version"].to_list(),
     )
 
 
 @dataclass(frozen=True)
 class _Parsed:
     frame: pl.DataFrame  # _file, _line, _parse (reasons), _version and raw::<field> as text
-    keysets: list[frozenset[str]]  # each record's keys after migration
+    keysets: Sequence[frozenset[str] | None]  # each record's keys after migration; None: decoded column-wise
     migrated: int
 
 
 def _parse_batch(contract: Contract, bronze: pl.DataFrame) -> _Parsed:
-    """Every record parsed and migrated to the current contract, its fields kept as text."""
+    """Every record parsed and migrated to the current contract, its fields kept as text: in
+    polars where it reads a record exactly as the row parser does (:mod:`.decode`), else row by row."""
+    decoded = decode_columns(contract, bronze["raw"])
+    if decoded.rows.size == bronze.height:
+        return _Parsed(_decoded_frame(contract, bronze, decoded), [None] * bronze.height, 0)
+    rest = np.setdiff1d(np.arange(bronze.height), decoded.rows, assume_unique=True)
+    looped = _parse_rows(contract, bronze[rest])
+    if not decoded.rows.size:
+        return looped
+    position = np.concatenate([decoded.rows, rest])
+    order = np.argsort(position, kind="stable")
+    frame = pl.concat([_decoded_frame(contract, bronze, decoded), looped.frame])[order]
+    keysets = [*([None] * decoded.rows.size), *looped.keysets]
+    return _Parsed(frame, [keysets[i] for i in order], looped.migrated)
+
+
+def _decoded_frame(contract: Contract, bronze: pl.DataFrame, decoded: Decoded) -> pl.DataFrame:
+    """The parse frame of rows decoded column-wise: no reasons, the current version, no migration."""
+    at = bronze[decoded.rows]
+    return pl.DataFrame(
+        [
+            at["file"].alias("_file"),
+            at["line"].alias("_line"),
+            pl.Series("_parse", [[]], dtype=pl.List(pl.String)).new_from_index(0, decoded.rows.size),
+            pl.Series("_version", [contract.version], dtype=pl.Int64).new_from_index(0, decoded.rows.size),
+        ]
+    ).hstack(decoded.fields)
+
+
+def _parse_rows(contract: Contract, bronze: pl.DataFrame) -> _Parsed:
+    """Records parsed and migrated one by one by Python: exact for any record."""
     names = contract.referenced_fields
     texts: dict[str, list[str | None]] = {name: [] for name in names}
     parse_errors: list[list[str]] = []
@@ -215,28 +279,34 @@ def _deleted_expr(contract: Contract) -> pl.Expr:
     )
 
 
-def _breaking_changes(contract: Contract, frame: pl.DataFrame, keysets: list[frozenset[str]]) -> list[str]:
-    """Fields the live rows lost or gained against the contract, and rows no migration reaches."""
-    names = contract.referenced_fields
+def _live_fields(contract: Contract, frame: pl.DataFrame, parsed: _Parsed, raw: pl.Series) -> LiveFields:
+    """The piece's live rows (parsed, not deleted) as :class:`LiveFields`; the keys of a row decoded
+    column-wise are read again only if a message asks for them."""
     live = frame["_parse"].list.len().eq(0) & ~frame["deleted"]
-    breaking = breaking_fields(
-        contract,
-        frame.filter(live).select(f"raw::{name}" for name in names).rename(lambda c: c.removeprefix("raw::")),
-        {keys for keys, keep in zip(keysets, live.to_list(), strict=True) if keep},
-    )
-    unmigrated = frame.filter(
-        pl.col("_parse").list.first().str.starts_with("no_migration")
-        | pl.col("_parse").list.first().str.starts_with("unknown_version")
-    )
-    if unmigrated.height:
-        by = f"field '{contract.version_field}'" if contract.version_field else "the shape of its rows"
-        rows = "1 row is" if unmigrated.height == 1 else f"{unmigrated.height} rows are"
-        found = sorted(set(unmigrated["_version"].to_list()))
-        breaking.append(
-            f"{rows} contract version{'s' if len(found) != 1 else ''} {found} "
-            f"(by {by}) and no migration leads to v{contract.version}"
-        )
-    return breaking
+    names = contract.referenced_fields
+    fields = frame.filter(live).select(f"raw::{n}" for n in names).rename(lambda c: c.removeprefix("raw::"))
+    at = live.arg_true().to_list()
+    defaults = frozenset(n for n, spec in contract.fields.items() if spec.default is not None)
+
+    def keysets() -> Iterable[frozenset[str]]:
+        for i in at:
+            keys = parsed.keysets[i]
+            yield keys if keys is not None else frozenset(json.loads(raw[i])) | defaults
+
+    return LiveFields.of(contract, fields, keysets)
+
+
+def _unmigrated_message(contract: Contract, versions: list[int]) -> list[str]:
+    """A breaking change for the rows whose contract version no migration leads from."""
+    if not versions:
+        return []
+    by = f"field '{contract.version_field}'" if contract.version_field else "the shape of its rows"
+    rows = "1 row is" if len(versions) == 1 else f"{len(versions)} rows are"
+    found = sorted(set(versions))
+    return [
+        f"{rows} contract version{'s' if len(found) != 1 else ''} {found} "
+        f"(by {by}) and no migration leads to v{contract.version}"
+    ]
 
 
 def _invalid_rows(contract: Contract, bad: pl.DataFrame, batch: str) -> pl.DataFrame:
