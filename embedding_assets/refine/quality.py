@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,6 +165,7 @@ _CLASS_BITS = 4  # rarity class above the hash: log2 of how many shingles share 
 _SKETCH_SLOTS = 1 << 20
 _SORT_DOCS = 1 << (64 - _HASH_BITS - _CLASS_BITS)  # documents per sort: (doc, class, hash) in 64 bits
 _BLOCK_DOCS = 4 * _SORT_DOCS  # documents per block of shingling
+_THREADS = 2  # blocks shingled at once
 
 
 def _tokens(norm: pl.Series, size: int, seed: int) -> _Tokens:
@@ -176,21 +178,25 @@ def _tokens(norm: pl.Series, size: int, seed: int) -> _Tokens:
     the allocator reuses and the cache holds, not arrays of every shingle in the batch.
     """
     blocks = [(lo, min(lo + _BLOCK_DOCS, norm.len())) for lo in range(0, norm.len(), _BLOCK_DOCS)]
-    shingled = [_shingles(norm.slice(lo, hi - lo), size, seed) for lo, hi in blocks]
+    with ThreadPoolExecutor(_THREADS) as pool:  # numpy and polars let go of the GIL on whole arrays
+        shingled = list(
+            pool.map(lambda span: _shingles(norm.slice(span[0], span[1] - span[0]), size, seed), blocks)
+        )
     shared = np.zeros(_SKETCH_SLOTS, dtype=np.int64)
     for _, token in shingled:
         shared += np.bincount(_slot(token), minlength=_SKETCH_SLOTS)
     # A class per sketch slot, looked up per shingle: log2 of how many shingles share the slot.
     rarity = np.searchsorted(1 << np.arange(1, 1 << _CLASS_BITS), shared, side="right").astype(np.uint64)
     rarity <<= np.uint64(_HASH_BITS)
-    docs, keys = [], []
-    shingled.reverse()  # taken from the end, so each block's shingles are freed once sorted
-    for lo, _ in blocks:
-        per_doc, token = shingled.pop()
+
+    def distinct(lo: int) -> tuple[np.ndarray, np.ndarray]:
+        per_doc, token = shingled[lo // _BLOCK_DOCS]
+        shingled[lo // _BLOCK_DOCS] = (per_doc, token[:0])  # freed once sorted
         token |= rarity[_slot(token)]
-        doc, key = _distinct_per_doc(per_doc, token, lo)
-        docs.append(doc)
-        keys.append(key)
+        return _distinct_per_doc(per_doc, token, lo)
+
+    with ThreadPoolExecutor(_THREADS) as pool:
+        docs, keys = zip(*pool.map(distinct, [lo for lo, _ in blocks]), strict=True)
     doc_sorted, key_sorted = np.concatenate(docs), np.concatenate(keys)
     starts = np.flatnonzero(np.concatenate([[True], doc_sorted[1:] != doc_sorted[:-1]]))
     return _Tokens(doc_sorted, key_sorted, starts, np.diff(np.append(starts, key_sorted.size)))
