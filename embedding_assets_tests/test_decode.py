@@ -17,6 +17,7 @@ from embedding_assets.ingest.landing import RAW_SCHEMA, read_raw_batch
 from embedding_assets.refine import decode
 from embedding_assets.refine import silver as silver_lib
 from embedding_assets.refine.decode import column_decodable, decode_columns
+from embedding_assets.refine.parse import datetime_expr, parse_datetime
 from embedding_assets.refine.silver import bronze_to_silver
 from embedding_assets_tests.conftest import SAMPLE
 
@@ -92,6 +93,7 @@ def row_by_row_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Failing pieces are halved down to single rows, so every row polars can decode is decoded by
     it and compared (the pipeline stops halving at a few dozen rows)."""
     monkeypatch.setattr(decode, "_SMALLEST_PIECE", 1)
+    monkeypatch.setattr(decode, "_FAILURE_BUDGET", 10_000)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +126,7 @@ def test_a_few_bad_lines_among_many_leave_the_rest_column_wise(
     contract: Contract, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(decode, "_SMALLEST_PIECE", 64)
+    monkeypatch.setattr(decode, "_FAILURE_BUDGET", 2)
     lines = [json.dumps({**GOOD, "id": f"K-{i}", "body": f"Body {i}."}).encode() for i in range(2000)]
     for at in (5, 700, 1999):
         lines[at] = b'{"id": "broken", "title": '
@@ -207,3 +210,37 @@ def test_contracts_with_versions_keep_the_row_parser(tmp_path: Path) -> None:
     path = tmp_path / "kettles.yaml"
     path.write_text(CONTRACT.replace("version: 1\n", "version: 1\nversion_field: schema\n"))
     assert not column_decodable(load_contract(path))
+
+
+DATETIMES = [
+    "2026-11-01T10:00:00Z", " 2026-11-01T10:00:00Z ", "2024-02-29T12:00:00Z", "9999-12-31T23:59:59Z",
+    "0999-01-01T00:00:00Z", "0000-01-01T00:00:00Z", "2023-02-29T12:00:00Z", "2026-02-30T10:00:00Z",
+    "2026-13-01T10:00:00Z", "2026-11-01T24:00:00Z", "2026-11-01T23:59:60Z", "2026-11-01T10:00:00+02:00",
+    "2026-11-01", "2026-11-01T10:00:00.123Z", "2026-11-01t10:00:00z", "2026-11-01T10:00:00", "garbage", "",
+    None,
+]  # fmt: skip
+
+
+def test_datetimes_parse_in_polars_exactly_as_in_python() -> None:
+    got = pl.DataFrame({"t": DATETIMES}, schema={"t": pl.String}).select(datetime_expr(pl.col("t")))["t"]
+    assert got.to_list() == [parse_datetime(v) for v in DATETIMES]
+    assert got.null_count() == 10
+
+
+def test_many_bad_lines_stop_the_halving_and_go_to_the_row_parser(
+    contract: Contract, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Halving pays for a few bad rows; with many, failed decodes are capped at twice the rows."""
+    monkeypatch.setattr(decode, "_SMALLEST_PIECE", 64)
+    monkeypatch.setattr(decode, "_FAILURE_BUDGET", 2)
+    lines = [json.dumps({**GOOD, "id": f"K-{i}"}).encode() for i in range(4096)]
+    lines = [b'{"id": "K", "body": {"nested": "x"}}' if i % 7 == 0 else line for i, line in enumerate(lines)]
+    tried: list[int] = []
+    real = decode._decode_piece
+    monkeypatch.setattr(
+        decode, "_decode_piece", lambda raw, names: (tried.append(raw.len()), real(raw, names))[1]
+    )
+    decoded = decode_columns(contract, _raw(lines)["raw"])
+    assert sum(tried) <= 3 * len(lines) and decoded.rows.size < len(lines) * 6 // 7
+    mixed, loop = _both_ways(contract, lines)
+    assert mixed.frame.equals(loop.frame, null_equal=True)

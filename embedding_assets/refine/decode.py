@@ -12,7 +12,7 @@ polars decodes those in Rust. It agrees with ``json.loads`` and ``as_text`` exce
 - a number, ``NaN`` or ``Infinity``: polars writes ``1e-07`` as ``0.0000001`` and ``1e5`` as
   ``100000``, Python as ``1e-07`` and ``100000.0``;
 - a field's key twice: ``json.loads`` keeps the last value, polars the first;
-- anything but an object.
+- anything but an object (a truncated line among them).
 
 Whatever else polars refuses (bytes that are not UTF-8, invalid JSON, a nested value in a field)
 fails the whole piece it decodes; such a piece is halved until the failing rows are alone, and
@@ -30,10 +30,14 @@ import polars as pl
 from embedding_assets.contracts.model import Contract
 from embedding_assets.refine.parse import BOM, as_text
 
-# A piece this small that still fails is left to the row parser whole.
+# A piece this small that still fails is left to the row parser whole, as is every failing piece
+# once failed decodes have covered _FAILURE_BUDGET times the rows (many bad rows: halving stops
+# paying, and the row parser takes them).
 _SMALLEST_PIECE = 64
+_FAILURE_BUDGET = 2
 _PLAIN_NAME = re.compile(r"\w+")  # no JSON escape but \u (always sent to the row parser) spells it
-_OBJECT = r"^[ \t\n\r]*\{"  # JSON's own whitespace, as json.loads allows before a value
+_OPENS = r"^[ \t\n\r]*\{"  # an object, after JSON's own whitespace (what json.loads allows)
+_CLOSES = r"\}[ \t\n\r]*$"
 _NUMBER_VALUE = r"\"[ \t\n\r]*:[ \t\n\r]*[-0-9NI]"  # a key followed by a number, NaN or Infinity
 
 
@@ -67,13 +71,14 @@ def decode_columns(contract: Contract, raw: pl.Series) -> Decoded:
         return Decoded(np.empty(0, dtype=np.int64), _empty_fields(names))
     rows: list[np.ndarray] = []
     frames: list[pl.DataFrame] = []
-    pending = [(0, raw.len())]
+    pending, failed = [(0, raw.len())], 0
     while pending:
         start, length = pending.pop()
         try:
             found, fields = _decode_piece(raw.slice(start, length), names)
         except pl.exceptions.PolarsError:  # not UTF-8, not JSON, a nested value: halve and retry
-            if length > _SMALLEST_PIECE:
+            failed += length
+            if length > _SMALLEST_PIECE and failed <= _FAILURE_BUDGET * raw.len():
                 half = length // 2
                 pending += [(start + half, length - half), (start, half)]
             continue
@@ -103,7 +108,8 @@ def _plain(text: pl.Series, names: tuple[str, ...]) -> pl.Series:
         | text.str.contains("\x00", literal=True)
         | text.str.contains("\\u", literal=True)
         | text.str.contains(_NUMBER_VALUE)
-        | ~text.str.contains(_OBJECT)
+        | ~text.str.contains(_OPENS)
+        | ~text.str.contains(_CLOSES)
         | (keys.list.len() != keys.list.n_unique())  # a key twice (or a value that spells a key)
     )
     return ~suspect.fill_null(True)

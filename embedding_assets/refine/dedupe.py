@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from embedding_assets.contracts.model import QualityRules
-from embedding_assets.refine.quality import near_duplicates, normalised_texts
+from embedding_assets.refine.quality import near_duplicates_of, normalised_texts
 from embedding_assets.refine.tables import DUPLICATE, NEAR_DUPLICATE, SUPERSEDED
 
 LOSER_SCHEMA = {
@@ -32,24 +32,26 @@ def deduplicate(silver: pl.DataFrame, rules: QualityRules | None = None) -> tupl
     Deletion markers have no text; they are only ever deduplicated by id.
     """
     rules = rules or QualityRules()
-    # The search runs on the columns it reads; the batch's other columns are only filtered once,
-    # at the end, instead of being copied by every sort and filter on the way.
-    kept, by_id = _newest_per_id(silver.select(_SEARCHED))
-    remaining, text_dups, flags = _same_text(kept, rules)
+    # The search runs on the keys it compares, each row carrying its number: the texts and the
+    # batch's other columns are not copied by its sorts and filters, only looked up by number.
+    kept, by_id = _newest_per_id(silver.select(_SEARCHED).with_row_index("_row"))
+    remaining, text_dups, flags = _same_text(kept, silver["text"], rules)
     near_losers = _near_copies(remaining, rules, flags)
     losers = pl.concat(
         [f.cast(LOSER_SCHEMA) for f in (*by_id, *text_dups, near_losers)]  # type: ignore[arg-type]
     )
-    out = silver.join(losers.select("_file", "_line"), on=["_file", "_line"], how="anti")
-    out = out.with_columns(
+    # The winners, by doc id, taken from the batch in one gather (not a join and then a sort, each
+    # a copy of every column).
+    winners = kept.join(losers.select("_file", "_line"), on=["_file", "_line"], how="anti").sort("doc_id")
+    out = silver[winners["_row"]].with_columns(
         pl.col("doc_id")
         .replace_strict(flags, default=None, return_dtype=pl.String)
         .alias("near_duplicate_of")
     )
-    return out.sort("doc_id"), losers.sort("_file", "_line")
+    return out, losers.sort("_file", "_line")
 
 
-_SEARCHED = ["doc_id", "content_hash", "updated_at", "deleted", "text", "_file", "_line"]
+_SEARCHED = ["doc_id", "content_hash", "updated_at", "deleted", "_file", "_line"]
 
 
 def _newest_per_id(silver: pl.DataFrame) -> tuple[pl.DataFrame, tuple[pl.DataFrame, pl.DataFrame]]:
@@ -83,14 +85,13 @@ def _newest_per_id(silver: pl.DataFrame) -> tuple[pl.DataFrame, tuple[pl.DataFra
 
 
 def _same_text(
-    kept: pl.DataFrame, rules: QualityRules
+    kept: pl.DataFrame, texts: pl.Series, rules: QualityRules
 ) -> tuple[pl.DataFrame, tuple[pl.DataFrame, ...], dict[str, str]]:
     """Other ids with the same normalised text as an older live document: (the live rows left for
     the near-duplicate search, the duplicate losers when the contract drops them, else none, and
     the flags {doc_id: of} when it keeps them)."""
-    live = kept.filter(~pl.col("deleted")).with_columns(
-        normalised_texts(kept.filter(~pl.col("deleted"))["text"]).alias("_norm")
-    )
+    live = kept.filter(~pl.col("deleted"))
+    live = live.with_columns(normalised_texts(texts.gather(live["_row"])).alias("_norm"))
     live = live.with_columns(pl.col("doc_id").first().over("_norm").alias("_first"))
     copies = live.filter(pl.col("doc_id") != pl.col("_first"))
     if rules.duplicate_action != "drop":
@@ -105,10 +106,9 @@ def _same_text(
 
 def _near_copies(remaining: pl.DataFrame, rules: QualityRules, flags: dict[str, str]) -> pl.DataFrame:
     """Near-duplicate losers when the contract drops them; else none, and ``flags`` gains them."""
-    near = near_duplicates(
-        remaining["doc_id"].to_list(), remaining["text"].to_list(), threshold=rules.near_duplicate_threshold,
-        normalised=remaining["_norm"],
-    )  # fmt: skip
+    near = near_duplicates_of(
+        remaining["doc_id"].to_list(), remaining["_norm"], threshold=rules.near_duplicate_threshold
+    )
     if rules.near_duplicate_action != "drop":
         flags.update({d.id: d.of for d in near})
         return pl.DataFrame(schema=LOSER_SCHEMA)

@@ -147,5 +147,25 @@ def typed_expr(col: str, spec: FieldSpec) -> pl.Expr:
         low = src.str.strip_chars().str.to_lowercase()
         return pl.when(low.is_in(list(_TRUE))).then(True).when(low.is_in(list(_FALSE))).then(False)
     if spec.type == "datetime":
-        return src.map_elements(parse_datetime, return_dtype=pl.Datetime("us", "UTC"))
+        return datetime_expr(src)
     return src
+
+
+# The common shape, 2026-11-01T10:00:00Z, which polars parses exactly as parse_datetime does: a
+# four-digit year from 1000 (Python has no year 0), seconds below 60 (chrono would take a leap
+# second); a day or month out of range fails in both. Every other text goes to parse_datetime.
+_UTC_SECONDS = r"^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:[0-5]\d:[0-5]\dZ$"
+
+
+def datetime_expr(src: pl.Expr) -> pl.Expr:
+    """:func:`parse_datetime` of each text as a UTC datetime: in polars for the common shape, in
+    Python only for the rest."""
+    utc = pl.Datetime("us", "UTC")
+    text = src.str.strip_chars()
+    fast = (
+        pl.when(text.str.contains(_UTC_SECONDS))
+        .then(text.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%SZ", strict=False))
+        .dt.replace_time_zone("UTC")
+    )
+    rest = pl.when(fast.is_null()).then(src).map_elements(parse_datetime, return_dtype=utc, skip_nulls=True)
+    return pl.coalesce(fast, rest)

@@ -10,12 +10,14 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+
+from embedding_assets.core.bulk import in_pieces
 
 # --------------------------------------------------------------------------------------------------
 # Garbage text
@@ -135,29 +137,21 @@ class NearDuplicate:
     similarity: float
 
 
+def _ascii_normalised(text: pl.Expr) -> pl.Expr:
+    for space in "\t\n\r\x0b\x0c":  # literal replaces: several times faster than one regex class
+        text = text.str.replace_all(space, " ", literal=True)
+    return text.str.to_lowercase().str.replace_all("  +", " ").str.strip_chars(" ")
+
+
 def normalised_texts(texts: pl.Series) -> pl.Series:
     """:func:`normalise_text` per element (null stays null): in polars for plain ASCII text, where
     NFKC and casefolding are lowercasing, and in Python only for the rest."""
-    fast = texts.str.to_lowercase()
-    for space in "\t\n\r\x0b\x0c":  # literal replaces: several times faster than one regex class
-        fast = fast.str.replace_all(space, " ", literal=True)
-    fast = fast.str.replace_all("  +", " ").str.strip_chars(" ")
-    other = (~texts.str.contains(_PLAIN)).fill_null(False)
+    fast = in_pieces(texts, _ascii_normalised)
+    other = in_pieces(texts, lambda text: (~text.str.contains(_PLAIN)).fill_null(False))
     if not other.any():
         return fast
     slow = [normalise_text(t) for t in texts.filter(other).to_list()]
     return fast.scatter(other.arg_true(), pl.Series(slow, dtype=pl.String))
-
-
-@dataclass(frozen=True)
-class _Tokens:
-    """Each document's distinct shingles, sorted rarest first: ``doc[i]`` holds token ``key[i]``;
-    document ``d``'s tokens are ``key[start[d] : start[d] + size[d]]``."""
-
-    doc: np.ndarray
-    key: np.ndarray
-    start: np.ndarray
-    size: np.ndarray
 
 
 _HASH_BITS = 48  # a shingle is a 48-bit hash: two shingles of one text collide with odds ~ n^2 / 2^49
@@ -168,38 +162,64 @@ _BLOCK_DOCS = 4 * _SORT_DOCS  # documents per block of shingling
 _THREADS = 2  # blocks shingled at once
 
 
-def _tokens(norm: pl.Series, size: int, seed: int) -> _Tokens:
-    """The word ``size``-grams of each normalised text (the whole text when it has fewer words),
-    deduplicated per document and sorted in one global order, rarest first.
+@dataclass(frozen=True)
+class _Shingler:
+    """Each normalised text's word ``size``-grams (the whole text when it has fewer words), as
+    48-bit hashes under a rarity class, each once, sorted rarest first.
 
-    Rarity comes from a one-row count sketch, so the order is a fixed function of the shingle:
-    prefix filtering is exact under any global order, and a rough rarity only costs candidates.
-    Both passes go ``_BLOCK_DOCS`` documents at a time, so their temporaries are a few MB that
-    the allocator reuses and the cache holds, not arrays of every shingle in the batch.
-    """
-    blocks = [(lo, min(lo + _BLOCK_DOCS, norm.len())) for lo in range(0, norm.len(), _BLOCK_DOCS)]
+    Rarity comes from a one-row count sketch over the whole search, so the order is a fixed
+    function of the shingle: prefix filtering is exact under any global order, and a rough
+    rarity only costs candidates."""
+
+    size: int
+    seed: int
+    rarity: np.ndarray  # the class of each sketch slot, shifted above the hash bits
+
+    def tokens(self, per_doc: np.ndarray, token: np.ndarray, first_doc: int) -> tuple[np.ndarray, np.ndarray]:
+        """(doc, key) sorted by document, then rarity, of ``_shingles``' output."""
+        token |= self.rarity[_slot(token)]
+        return _distinct_per_doc(per_doc, token, first_doc)
+
+    def tokens_of(self, norm: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        return self.tokens(*_shingles(norm, self.size, self.seed), 0)
+
+
+@dataclass(frozen=True)
+class _Prefixes:
+    """What the candidate search keeps of every document: its probing prefix (``frame``: doc, tok,
+    n, indexed) and its number of distinct shingles, so memory stays a tenth of every shingle."""
+
+    frame: pl.DataFrame
+    sizes: np.ndarray
+    shingler: _Shingler
+
+
+def _prefixes(norm: pl.Series, rows: np.ndarray, size: int, seed: int, threshold: float) -> _Prefixes:
+    """The probing prefixes of the texts ``norm[rows]`` (document ``i`` is ``norm[rows[i]]``).
+
+    Both passes go ``_BLOCK_DOCS`` documents at a time on ``_THREADS`` threads, so temporaries are
+    a few MB that the allocator reuses, not arrays of every shingle; a block's shingles are freed
+    once its prefixes are taken."""
+    blocks = [(lo, min(lo + _BLOCK_DOCS, rows.size)) for lo in range(0, rows.size, _BLOCK_DOCS)]
     with ThreadPoolExecutor(_THREADS) as pool:  # numpy and polars let go of the GIL on whole arrays
         shingled = list(
-            pool.map(lambda span: _shingles(norm.slice(span[0], span[1] - span[0]), size, seed), blocks)
+            pool.map(lambda span: _shingles(norm.gather(rows[span[0] : span[1]]), size, seed), blocks)
         )
     shared = np.zeros(_SKETCH_SLOTS, dtype=np.int64)
     for _, token in shingled:
         shared += np.bincount(_slot(token), minlength=_SKETCH_SLOTS)
     # A class per sketch slot, looked up per shingle: log2 of how many shingles share the slot.
     rarity = np.searchsorted(1 << np.arange(1, 1 << _CLASS_BITS), shared, side="right").astype(np.uint64)
-    rarity <<= np.uint64(_HASH_BITS)
+    shingler = _Shingler(size, seed, rarity << np.uint64(_HASH_BITS))
 
-    def distinct(lo: int) -> tuple[np.ndarray, np.ndarray]:
-        per_doc, token = shingled[lo // _BLOCK_DOCS]
-        shingled[lo // _BLOCK_DOCS] = (per_doc, token[:0])  # freed once sorted
-        token |= rarity[_slot(token)]
-        return _distinct_per_doc(per_doc, token, lo)
+    def prefixes(block: int) -> tuple[pl.DataFrame, np.ndarray]:
+        per_doc, token = shingled[block]
+        shingled[block] = (per_doc, token[:0])
+        return _prefix_frame(*shingler.tokens(per_doc, token, blocks[block][0]), threshold)
 
     with ThreadPoolExecutor(_THREADS) as pool:
-        docs, keys = zip(*pool.map(distinct, [lo for lo, _ in blocks]), strict=True)
-    doc_sorted, key_sorted = np.concatenate(docs), np.concatenate(keys)
-    starts = np.flatnonzero(np.concatenate([[True], doc_sorted[1:] != doc_sorted[:-1]]))
-    return _Tokens(doc_sorted, key_sorted, starts, np.diff(np.append(starts, key_sorted.size)))
+        frames, sizes = zip(*pool.map(prefixes, range(len(blocks))), strict=True)
+    return _Prefixes(pl.concat(frames), np.concatenate(sizes), shingler)
 
 
 def _slot(token: np.ndarray) -> np.ndarray:
@@ -246,22 +266,48 @@ def _distinct_per_doc(
     return np.concatenate(out_doc), np.concatenate(out_key)
 
 
-def _similar_pairs(tokens: _Tokens, threshold: float) -> pl.DataFrame:
+def _prefix_frame(doc: np.ndarray, key: np.ndarray, threshold: float) -> tuple[pl.DataFrame, np.ndarray]:
+    """((doc, tok, n, indexed) for the tokens of each document's probing prefix, the first
+    ``n - ceil(t n) + 1`` of its ``n``, with ``indexed`` marking its indexing prefix, the first
+    ``n - ceil(2t/(1+t) n) + 1``; each document's ``n``). Only these ever make a candidate: about
+    a tenth of the tokens at t = 0.9, so the rest are never kept."""
+    eps = 1e-9
+    start = np.flatnonzero(np.concatenate([[True], doc[1:] != doc[:-1]]))
+    n = np.diff(np.append(start, key.size))
+    probe = np.minimum(n - np.ceil(n * threshold - eps).astype(np.int64) + 1, n)
+    index = np.minimum(n - np.ceil(n * (2 * threshold / (1 + threshold)) - eps).astype(np.int64) + 1, n)
+    offset = np.arange(int(probe.sum())) - np.repeat(np.cumsum(probe) - probe, probe)
+    at = np.repeat(start, probe) + offset
+    frame = pl.DataFrame(
+        {
+            "doc": doc[at],
+            "tok": key[at],
+            "n": np.repeat(n, probe),
+            "indexed": offset < np.repeat(index, probe),
+        }
+    )
+    return frame, n
+
+
+def _similar_pairs(
+    prefixes: _Prefixes, texts: Callable[[np.ndarray], pl.Series], threshold: float
+) -> pl.DataFrame:
     """Every pair of documents ``a < b`` whose token-set Jaccard is at least ``threshold``, exactly.
 
     Prefix filtering as in PPJoin (Xiao et al., WWW 2008): with tokens in one global rarity order,
     two sets with Jaccard >= t share a token between the first ``|x| - ceil(t|x|) + 1`` tokens of
     the larger (its probing prefix) and the first ``|y| - ceil(2t/(1+t)|y|) + 1`` of the smaller
     (its indexing prefix), so only such pairs are compared. Rare tokens come first, so text shared
-    by many documents (templates, signatures) rarely makes a candidate.
+    by many documents (templates, signatures) rarely makes a candidate. The candidates' whole
+    token sets are shingled again from ``texts`` (the normalised texts of the documents asked for).
     """
-    candidates = _candidate_pairs(_prefixes(tokens, threshold), threshold)
+    candidates = _candidate_pairs(prefixes.frame, threshold)
     if candidates.is_empty():
         return pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "sim": pl.Float64})
     involved = np.unique(np.concatenate([candidates["a"].to_numpy(), candidates["b"].to_numpy()]))
-    member = np.isin(tokens.doc, involved)
-    members = pl.DataFrame({"doc": tokens.doc[member], "tok": tokens.key[member]}).join(
-        pl.DataFrame({"doc": involved, "n": tokens.size[involved]}), on="doc"
+    local, tok = prefixes.shingler.tokens_of(texts(involved))
+    members = pl.DataFrame({"doc": involved[local], "tok": tok}).join(
+        pl.DataFrame({"doc": involved, "n": prefixes.sizes[involved]}), on="doc"
     )
     shared = (
         candidates.join(members.rename({"doc": "a"}), on="a")
@@ -275,27 +321,6 @@ def _similar_pairs(tokens: _Tokens, threshold: float) -> pl.DataFrame:
         )
         .filter(pl.col("sim") >= threshold)
         .select("a", "b", "sim")
-    )
-
-
-def _prefixes(tokens: _Tokens, threshold: float) -> pl.DataFrame:
-    """(doc, tok, n, indexed) for the tokens of each document's probing prefix, the first
-    ``n - ceil(t n) + 1`` of its ``n``; ``indexed`` marks its indexing prefix, the first
-    ``n - ceil(2t/(1+t) n) + 1``. Only these ever make a candidate: about a tenth of the tokens
-    at t = 0.9, so the rest are never put in a frame."""
-    eps = 1e-9
-    n = tokens.size
-    probe = np.minimum(n - np.ceil(n * threshold - eps).astype(np.int64) + 1, n)
-    index = np.minimum(n - np.ceil(n * (2 * threshold / (1 + threshold)) - eps).astype(np.int64) + 1, n)
-    offset = np.arange(int(probe.sum())) - np.repeat(np.cumsum(probe) - probe, probe)
-    at = np.repeat(tokens.start, probe) + offset
-    return pl.DataFrame(
-        {
-            "doc": tokens.doc[at],
-            "tok": tokens.key[at],
-            "n": np.repeat(n, probe),
-            "indexed": offset < np.repeat(index, probe),
-        }
     )
 
 
@@ -322,34 +347,41 @@ def near_duplicates(
     threshold: float = 0.9,
     shingle: int = 5,
     seed: int = 1,
-    normalised: pl.Series | None = None,
 ) -> list[NearDuplicate]:
     """Find texts whose word-shingle Jaccard with an earlier kept text is at least ``threshold``.
 
     Ids are processed in the given order; the first of a cluster is kept and each later one is
     reported against the earliest kept text it matches. The search is exact (every pair at or over
     the threshold is found, see :func:`_similar_pairs`), vectorised, and does not depend on ``seed``
-    beyond 48-bit shingle-hash collisions. ``normalised`` is :func:`normalised_texts` of
-    ``texts`` where the caller has it already.
+    beyond 48-bit shingle-hash collisions.
     """
-    _check_near_inputs(ids, texts, shingle)
+    if len(ids) != len(texts):
+        raise ValueError(f"ids and texts differ in length: {len(ids)} != {len(texts)}")
+    normalised = normalised_texts(pl.Series("text", texts, dtype=pl.String))
+    return near_duplicates_of(ids, normalised, threshold=threshold, shingle=shingle, seed=seed)
+
+
+def near_duplicates_of(
+    ids: Sequence[str], normalised: pl.Series, *, threshold: float = 0.9, shingle: int = 5, seed: int = 1
+) -> list[NearDuplicate]:
+    """:func:`near_duplicates` of texts already normalised by :func:`normalised_texts`."""
+    _check_near_inputs(ids, normalised, shingle)
     if len(ids) < 2:
         return []
-    if normalised is None:
-        normalised = normalised_texts(pl.Series("text", texts, dtype=pl.String))
     norm = normalised.fill_null("")
     # Identical normalised texts are one set: compare the first of each, then give every copy the
     # verdict of its first (a copy of a kept text is its duplicate at 1.0).
     frame = (
         pl.DataFrame({"norm": norm})
         .with_row_index("pos")
-        .with_columns(pl.col("pos").first().over("norm").alias("first"))
+        .select("pos", pl.col("pos").first().over("norm").alias("first"))
     )
-    distinct = frame.filter(pl.col("pos") == pl.col("first"))
-    pairs = _similar_pairs(_tokens(distinct["norm"], shingle, seed), threshold)
-    verdict = _earliest_kept(pairs, distinct["pos"].to_list())
+    rows = frame.filter(pl.col("pos") == pl.col("first"))["pos"].to_numpy().astype(np.int64)
+    prefixes = _prefixes(norm, rows, shingle, seed, threshold)
+    pairs = _similar_pairs(prefixes, lambda docs: norm.gather(rows[docs]), threshold)
+    verdict = _earliest_kept(pairs, rows.tolist())
     found: list[NearDuplicate] = []
-    for pos, first in frame.select("pos", "first").iter_rows():
+    for pos, first in frame.iter_rows():
         if pos != first:
             of, sim = verdict.get(first, (first, 1.0))
         elif pos in verdict:
@@ -360,9 +392,9 @@ def near_duplicates(
     return found
 
 
-def _check_near_inputs(ids: Sequence[str], texts: Sequence[str], shingle: int) -> None:
-    if len(ids) != len(texts):
-        raise ValueError(f"ids and texts differ in length: {len(ids)} != {len(texts)}")
+def _check_near_inputs(ids: Sequence[str], texts: pl.Series, shingle: int) -> None:
+    if len(ids) != texts.len():
+        raise ValueError(f"ids and texts differ in length: {len(ids)} != {texts.len()}")
     if len(set(ids)) != len(ids):
         raise ValueError("ids must be unique")
     if shingle < 1:

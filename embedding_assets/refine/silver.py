@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from embedding_assets.core.hashing import FIELD_SEP, frame_hash
 from embedding_assets.refine.decode import Decoded, decode_columns
 from embedding_assets.refine.dedupe import deduplicate
 from embedding_assets.refine.migrations import LiveFields, breaking_fields, migrate
-from embedding_assets.refine.parse import as_text, parse_datetime, parse_record, typed_expr
+from embedding_assets.refine.parse import as_text, datetime_expr, parse_record, typed_expr
 from embedding_assets.refine.tables import FIELD_PREFIX, INVALID, QUARANTINE_SCHEMA, SILVER_SCHEMA, SUPERSEDED
 from embedding_assets.refine.validation import row_reasons, with_garbage
 
@@ -111,7 +112,12 @@ def _checked(contract: Contract, bronze: pl.DataFrame, batch: str) -> _Checked:
     """Every row parsed, migrated, typed and validated, ``PIECE_ROWS`` at a time; each piece's
     parsed and typed frames are freed before the next, and only the results are kept."""
     starts = range(0, max(bronze.height, 1), PIECE_ROWS)
-    pieces = [_checked_piece(contract, bronze.slice(lo, PIECE_ROWS), batch) for lo in starts]
+    # Two pieces at a time: one's polars kernels run while the other's Python (hashes, the row
+    # parser) holds the interpreter.
+    with ThreadPoolExecutor(2) as pool:
+        pieces = list(
+            pool.map(lambda lo: _checked_piece(contract, bronze.slice(lo, PIECE_ROWS), batch), starts)
+        )
     versions: dict[int, int] = {}
     for piece in pieces:
         for version, n in piece.versions.items():
@@ -450,7 +456,7 @@ def _updated_expr(contract: Contract) -> pl.Expr:
         return pl.lit(None, dtype=utc)
     if contract.field_spec(contract.updated_at).type == "datetime":
         return pl.col(f"typed::{contract.updated_at}").cast(utc)
-    return pl.col(f"raw::{contract.updated_at}").map_elements(parse_datetime, return_dtype=utc)
+    return datetime_expr(pl.col(f"raw::{contract.updated_at}"))
 
 
 def _content_hashes(out: pl.DataFrame) -> pl.Series:
