@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from embedding_assets.contracts.model import (
+    PII_KINDS,
     RESERVED_COLUMNS,
     Contract,
     ContractError,
@@ -17,6 +18,7 @@ from embedding_assets.contracts.model import (
     FieldSpec,
     Migration,
     MigrationStep,
+    PiiRules,
     QualityRules,
     field_error,
     metadata_fields,
@@ -82,6 +84,7 @@ def parse_contract(raw: Any, path: Path) -> Contract:
         metadata=_as_str_list(raw["metadata"]) if raw.get("metadata") else (),
         fields=_fields(raw.get("fields") or {}),
         quality=_quality(raw.get("quality") or {}),
+        pii=PiiRules({**dict.fromkeys(PII_KINDS, "mask"), **(raw.get("pii") or {})}),
         snapshot=bool(snapshot.get("enabled", True)),
         max_snapshot_delete_rate=float(snapshot.get("max_delete_rate", 0.5)),
         version_field=raw.get("version_field"),

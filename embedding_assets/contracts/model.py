@@ -68,6 +68,24 @@ class Migration:
     steps: tuple[MigrationStep, ...]
 
 
+PII_KINDS = ("email", "iban", "card", "phone")  # the order they are looked for in
+PII_ACTIONS = ("mask", "drop", "keep")
+
+
+@dataclass(frozen=True)
+class PiiRules:
+    """What silver does with each kind of personal data in the text fields: ``mask`` (replace
+    it with a placeholder: the default), ``drop`` (remove it) or ``keep``."""
+
+    actions: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(PII_KINDS, "mask"))
+
+    @property
+    def active(self) -> dict[str, str]:
+        """The kinds looked for, in order, with their action (kept kinds are not looked for)."""
+        chosen = {kind: self.actions.get(kind, "mask") for kind in PII_KINDS}
+        return {kind: action for kind, action in chosen.items() if action != "keep"}
+
+
 @dataclass(frozen=True)
 class DriftRules:
     reference_batches: int = 4
@@ -114,6 +132,7 @@ class Contract:
     metadata: tuple[str, ...] = ()
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     quality: QualityRules = field(default_factory=QualityRules)
+    pii: PiiRules = field(default_factory=PiiRules)
     snapshot: bool = False  # each batch is the full set: a document missing from it is deleted
     max_snapshot_delete_rate: float = 0.5  # a snapshot deleting more than this share is held back
     version_field: str | None = None  # a record field that names the record's contract version

@@ -65,6 +65,7 @@ def silver_metadata(result: SilverResult, quality: BatchQuality, version: int) -
         "outlier_rate": quality.outlier_rate,
         **{f"drift/{k}": v for k, v in quality.drift.items()},
         "rows_migrated": result.migrated,
+        **{f"pii/{kind}": n for kind, n in result.pii.items()},  # masked or dropped, per kind
         "delta_version": version,
         "contract_version": quality.contract_version,
         "quality_report": dg.MetadataValue.md(quality.markdown()),

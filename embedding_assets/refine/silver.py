@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from embedding_assets.contracts.model import PL_TYPES, Contract
+from embedding_assets.contracts.model import PII_KINDS, PL_TYPES, Contract
 from embedding_assets.core.bulk import gc_paused
 from embedding_assets.core.hashing import FIELD_SEP, frame_hash
 from embedding_assets.refine.decode import Decoded, decode_columns
 from embedding_assets.refine.dedupe import deduplicate
 from embedding_assets.refine.migrations import LiveFields, breaking_fields, migrate
 from embedding_assets.refine.parse import as_text, datetime_expr, parse_record, typed_expr
+from embedding_assets.refine.pii import mask_columns, mask_series
 from embedding_assets.refine.tables import FIELD_PREFIX, INVALID, QUARANTINE_SCHEMA, SILVER_SCHEMA, SUPERSEDED
 from embedding_assets.refine.validation import row_reasons, with_garbage
 
@@ -32,6 +34,7 @@ class SilverResult:
     versions: dict[int, int]  # detected contract version -> rows
     migrated: int  # rows that went through at least one migration step
     breaking: list[str]  # a breaking schema change, named by field (blocks the batch)
+    pii: dict[str, int] = field(default_factory=dict)  # personal data masked or dropped, per kind
 
     @property
     def quarantine(self) -> pl.DataFrame:
@@ -79,13 +82,15 @@ def bronze_to_silver(contract: Contract, bronze: pl.DataFrame, batch: str) -> Si
     rejected = pl.concat(
         [checked.invalid, _loser_rows(contract, losers, checked.valid_versions, batch)]
     ).sort("_file", "_line")
+    raw, _ = mask_series(_raw_texts(bronze, rejected), contract.pii)  # the received record, masked too
     return SilverResult(
         silver=deduped,
-        rejected=rejected.with_columns(_raw_texts(bronze, rejected)),
+        rejected=rejected.with_columns(raw),
         rows_read=bronze.height,
         versions=checked.versions,
         migrated=checked.migrated,
         breaking=checked.breaking(contract),
+        pii={kind: checked.pii[kind] for kind in PII_KINDS if kind in contract.pii.active},
     )
 
 
@@ -103,6 +108,7 @@ class _Checked:
     migrated: int
     live: LiveFields
     unmigrated: list[int]  # the detected version of each row no migration reaches
+    pii: Counter[str]  # personal data masked or dropped, per kind
 
     def breaking(self, contract: Contract) -> list[str]:
         return breaking_fields(contract, self.live) + _unmigrated_message(contract, self.unmigrated)
@@ -130,12 +136,14 @@ def _checked(contract: Contract, bronze: pl.DataFrame, batch: str) -> _Checked:
         migrated=sum(p.migrated for p in pieces),
         live=sum((p.live for p in pieces[1:]), pieces[0].live),
         unmigrated=[v for p in pieces for v in p.unmigrated],
+        pii=sum((p.pii for p in pieces), Counter()),
     )
 
 
 def _checked_piece(contract: Contract, bronze: pl.DataFrame, batch: str) -> _Checked:
     parsed = _parse_batch(contract, bronze)
-    frame = _validated(contract, parsed.frame)
+    fields, pii = mask_columns(parsed.frame, _maskable(contract), contract.pii)
+    frame = _validated(contract, fields)
     versions = {int(v): int(n) for v, n in frame.group_by("_version").len().sort("_version").iter_rows()}
     valid = frame.filter(pl.col("reasons").list.len() == 0)
     first_reason = pl.col("_parse").list.first()
@@ -150,7 +158,14 @@ def _checked_piece(contract: Contract, bronze: pl.DataFrame, batch: str) -> _Che
         migrated=parsed.migrated,
         live=_live_fields(contract, frame, parsed, bronze["raw"]),
         unmigrated=unmigrated["_version"].to_list(),
+        pii=pii,
     )
+
+
+def _maskable(contract: Contract) -> list[str]:
+    """The text fields personal data is looked for in: every string field but the id."""
+    names = contract.referenced_fields
+    return [f"raw::{n}" for n in names if n != contract.id and contract.field_spec(n).type == "str"]
 
 
 @dataclass(frozen=True)
