@@ -30,7 +30,7 @@ from embedding_assets.refine.silver import (
 )
 from embedding_assets.refine.tables import SILVER_SCHEMA
 
-SILVER_CODE = "silver-1"
+SILVER_CODE = "silver-2"  # 2: personal data masked (a lake built before is masked on the next run)
 
 
 @cache
