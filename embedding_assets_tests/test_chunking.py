@@ -182,3 +182,72 @@ def test_only_a_tokenizer_that_splits_at_whitespace_first_sums_sentence_counts(t
     assert not additive_at_whitespace(wordpiece)  # no pre-tokenizer: words are not split first
     wordpiece.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits()])
     assert not additive_at_whitespace(wordpiece)  # not one this module vouches for
+
+
+GUIDE = """# Kettle guide
+
+Read this once before you fill the kettle.
+
+## Setup
+
+Fill it to the line and press the button.
+
+```
+# not a heading: a comment in a code block
+```
+
+### Wi-Fi
+
+Hold the button for five seconds to pair it with the app.
+
+## Troubleshooting
+
+""" + " ".join(SENTENCES[:40])
+
+
+def test_markdown_sections_nest_under_their_headings_and_skip_code_blocks() -> None:
+    from embedding_assets.gold.sections import markdown_sections
+
+    sections = markdown_sections("Intro before any heading.\n\n" + GUIDE)
+    assert [path for path, _ in sections] == [
+        "",
+        "Kettle guide",
+        "Kettle guide › Setup",
+        "Kettle guide › Setup › Wi-Fi",
+        "Kettle guide › Troubleshooting",
+    ]
+    assert sections[2][1].startswith("## Setup") and "# not a heading" in sections[2][1]
+
+
+@pytest.mark.parametrize("one_at_a_time", [False, True])
+def test_markdown_chunks_start_at_sections_and_long_ones_carry_their_path(
+    tokenizer, one_at_a_time: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """Small sections are packed whole; a section over budget is split alone, each chunk starting
+    with its heading path; every count is exact and within budget, with an additive tokenizer and
+    with one counted for real."""
+    from embedding_assets.gold.sections import split_sections_many
+
+    tok = _OneAtATime(tokenizer) if one_at_a_time else tokenizer
+    chunker = Chunker(tok, ChunkerSettings(max_tokens=64, overlap=16, model_max_tokens=256))
+    chunks = split_sections_many([GUIDE], chunker)[0]
+    for text, n in chunks:
+        assert n == chunker.count(text) and n <= chunker.settings.budget
+    texts = [t for t, _ in chunks]
+    assert texts[0].startswith("# Kettle guide") and "## Setup" in texts[0] + texts[1]
+    long = [t for t in texts if "Sentence number" in t]
+    assert len(long) > 3 and all(t.startswith("Kettle guide › Troubleshooting\n\n") for t in long)
+    assert not any("## Troubleshooting" in t and "## Setup" in t for t in texts)  # never across a heading
+    assert not any("Wi-Fi" in t and "Sentence number" in t for t in texts)
+
+
+def test_sectioned_sources_split_by_sections_and_their_splits_are_told_apart(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """The same text splits differently as Markdown, and a split is reused only in the same mode."""
+    settings = ChunkerSettings(max_tokens=64, overlap=16, model_max_tokens=256)
+    docs = _docs([GUIDE]).with_columns(pl.lit("guides").alias("source"))
+    plain = chunk_documents(docs, Chunker(tokenizer, settings, "m"))
+    sectioned = Chunker(tokenizer, settings, "m", frozenset({"guides"}))
+    by_sections = chunk_documents(docs, sectioned)
+    assert plain["text"].to_list() != by_sections["text"].to_list()
+    assert chunk_documents(docs, sectioned, plain)["text"].to_list() == by_sections["text"].to_list()
+    assert plain["split_hash"][0] != by_sections["split_hash"][0]

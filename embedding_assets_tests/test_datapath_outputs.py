@@ -25,8 +25,8 @@ from embedding_assets_tests.conftest import SAMPLE
 from embedding_assets_tests.malformed import write_fixture
 
 PINNED = {
-    "gold/chunks/2026-11-01": "a6925b39bbec70d494bb2633819004f7062f4f0e2a4e7a2d546e0d0b4d177b2e",
-    "gold/chunks/2026-11-08": "faa1289c8bc32d48110b3add084031fbf131a73d6c6a8816c7881e16deeb4c09",
+    "gold/chunks/2026-11-01": "a68f4a49466517584877d3bc5afe9ba47baedec0a916d433e62136d5b43acae6",
+    "gold/chunks/2026-11-08": "76af3b549d0685fce6f1c5edcd1a14463c66860a107e6bea50616b75d6145dca",
     "gold/chunks/2026-11-15": "62cfebf6f13ab09e8f7e2d22420ba49200ddda90bd040329816fc3e5e2fa46c4",
     "gold/documents/2026-11-01": "c27b29f1c06f97d6cf29281198d312e2207358b8fe34c02fcd06944d2a509ae9",
     "gold/documents/2026-11-08": "6b0d97e8f4bb6919d98bf87d4730ce8e3cdef883b288d808c23b727a93a93924",
@@ -76,7 +76,9 @@ def batch_outputs(contracts: dict[str, Contract], landing: Path, batch: str) -> 
         out[f"quarantine/{source}/{batch}"] = content(result.rejected)
         silver_frames.append(result.silver)
     documents = with_metadata_columns(union_documents(silver_frames), metadata_fields(contracts))
-    chunks = chunk_documents(documents, Chunker(bundled_tokenizer(), ChunkerSettings(), "pinned"), model="m")
+    sectioned = frozenset(s for s, c in contracts.items() if c.format == "markdown")
+    chunker = Chunker(bundled_tokenizer(), ChunkerSettings(), "pinned", sectioned)
+    chunks = chunk_documents(documents, chunker, model="m")
     out[f"gold/documents/{batch}"] = content(documents)
     out[f"gold/chunks/{batch}"] = content(chunks)
     return out

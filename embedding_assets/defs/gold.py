@@ -35,7 +35,7 @@ from embedding_assets.refine.silver import documents_version
 from embedding_assets.refine.tables import SILVER_SCHEMA
 
 GOLD_DOC_SCHEMA = pl.Schema({c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS})
-DOCUMENTS_CODE, CHUNKS_CODE = "gold-documents-1", "gold-chunks-1"
+DOCUMENTS_CODE, CHUNKS_CODE = "gold-documents-1", "gold-chunks-2"  # chunks 2: Markdown split by sections
 
 
 def tombstones_of(

@@ -168,7 +168,14 @@ class PipelineResource(dg.ConfigurableResource):
         """Splits with the model's own tokenizer, loaded from its files without the weights."""
         _verified(spec)
         tokenizer = embedder_for(spec, "cpu", 1).tokenizer()
-        return Chunker(tokenizer, self.chunker_settings(spec), tokenizer_id=spec.chunking_version())
+        settings = self.chunker_settings(spec)
+        return Chunker(
+            tokenizer, settings, tokenizer_id=spec.chunking_version(), sectioned=self.sectioned_sources()
+        )
+
+    def sectioned_sources(self) -> frozenset[str]:
+        """The sources whose documents are split by their sections: the Markdown ones."""
+        return frozenset(s for s, c in self.contracts().items() if c.format == "markdown")
 
     def index_table(self, spec: ModelSpec, contracts: dict[str, Contract] | None = None) -> ChunkTable:
         fields = metadata_fields(contracts if contracts is not None else self.contracts())
@@ -195,6 +202,12 @@ class PipelineResource(dg.ConfigurableResource):
     def model_setting_versions(self, spec: ModelSpec) -> dict[str, str]:
         """The versions of one model's own settings: its chunker and its embedding identity."""
         return {
-            CHUNKER_SETTINGS: f"{self.chunker_settings(spec).describe()}|{spec.chunking_version()}",
+            CHUNKER_SETTINGS: "|".join(
+                [
+                    self.chunker_settings(spec).describe(),
+                    spec.chunking_version(),
+                    *sorted(self.sectioned_sources()),
+                ]
+            ),
             EMBEDDING_MODEL: spec.embedding_version(),
         }

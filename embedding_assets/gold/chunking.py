@@ -9,13 +9,15 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import polars as pl
 
 from embedding_assets.core.hashing import frame_hash, sha256_text
+from embedding_assets.gold.sections import split_sections_many
 
+SECTIONS = "sections\x1f"  # what a split hash of a text split by its sections starts with
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}|\n(?=\s*[-*#\d])")
 
 CHUNK_SCHEMA = pl.Schema(
@@ -76,18 +78,40 @@ class _Piece:
 
 
 class Chunker:
-    def __init__(self, tokenizer: Tokenizer, settings: ChunkerSettings, tokenizer_id: str = "") -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        settings: ChunkerSettings,
+        tokenizer_id: str = "",
+        sectioned: frozenset[str] = frozenset(),
+    ) -> None:
         """``tokenizer_id`` names the tokenizer (the model id), so a split made with another one is
-        never reused."""
+        never reused; the documents of the ``sectioned`` sources (Markdown) are split by section."""
         self._tok = tokenizer
         self.settings = settings
+        self.tokenizer_id = tokenizer_id
+        self.sectioned = sectioned
         self.version = f"{tokenizer_id}|{settings.describe()}"
 
     def split_hash(self, text: str) -> str:
         return sha256_text(self.version, text)
 
+    def with_budget(self, tokens: int) -> Chunker:
+        """The same tokenizer with a smaller budget (the overlap shrunk to fit under it)."""
+        settings = replace(self.settings, max_tokens=tokens, overlap=min(self.settings.overlap, tokens - 1))
+        return Chunker(self._tok, settings, self.tokenizer_id)
+
+    @property
+    def additive(self) -> bool:
+        """Whether whole sentences joined at whitespace count as the sum of their tokens: true of a
+        tokenizer that splits words at whitespace before anything else (WordPiece behind BERT's)."""
+        return bool(getattr(self._tok, "additive_at_whitespace", False))
+
     def count(self, text: str) -> int:
         return len(self._tok(text, add_special_tokens=False, return_offsets_mapping=False)["input_ids"])
+
+    def counts(self, texts: list[str]) -> list[int]:
+        return self._counts_many(texts)
 
     def _offsets_many(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Each text's token offsets: in one call where the tokenizer takes a batch (the Rust
@@ -142,7 +166,7 @@ class Chunker:
         pieces = self._pieces_many(texts)
         # A tokenizer that splits words at whitespace before anything else gives whole sentences
         # joined at whitespace the sum of their counts; any other chunk is counted for real.
-        additive = bool(getattr(self._tok, "additive_at_whitespace", False))
+        additive = self.additive
 
         def summed(parts: list[_Piece]) -> int | None:
             return sum(p.n_tokens for p in parts) if additive and all(p.whole for p in parts) else None
@@ -216,7 +240,8 @@ def chunk_documents(
     documents: pl.DataFrame, chunker: Chunker, previous: pl.DataFrame | None = None, model: str = ""
 ) -> pl.DataFrame:
     """gold/chunks for one batch and one model: live documents split into chunks; deleted
-    documents yield none.
+    documents yield none. The documents of the chunker's ``sectioned`` sources (Markdown) are split
+    by their sections (:mod:`.sections`).
 
     ``previous`` (this batch's earlier gold/chunks) lends its splits to documents whose text the same
     chunker split before, so an edit run tokenises only the edited documents. The result equals a
@@ -226,8 +251,14 @@ def chunk_documents(
 
 def _chunk(documents: pl.DataFrame, chunker: Chunker, previous: pl.DataFrame | None) -> pl.DataFrame:
     live = documents.filter(~pl.col("deleted"))
+    by_sections = live["source"].is_in(list(chunker.sectioned)).to_list()
+    hashes = [
+        chunker.split_hash(SECTIONS + t if s else t)
+        for t, s in zip(live["text"].to_list(), by_sections, strict=True)
+    ]
     live = live.with_columns(
-        pl.Series("split_hash", [chunker.split_hash(t) for t in live["text"].to_list()], dtype=pl.String),
+        pl.Series("split_hash", hashes, dtype=pl.String),
+        pl.Series("_sections", by_sections, dtype=pl.Boolean),
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("_doc_position"),
     )
     reused = _reusable_chunks(live, previous)
@@ -263,8 +294,7 @@ def _reusable_chunks(live: pl.DataFrame, previous: pl.DataFrame | None) -> pl.Da
 def _split_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
     """Every document split from scratch: a CHUNK_SCHEMA row per chunk, in document order."""
     rows: list[tuple] = []
-    splits = chunker.split_many(documents["text"].to_list())
-    for doc, pieces in zip(documents.iter_rows(named=True), splits, strict=True):
+    for doc, pieces in zip(documents.iter_rows(named=True), _splits(documents, chunker), strict=True):
         for index, (text, n_tokens) in enumerate(pieces):
             rows.append(
                 (
@@ -284,6 +314,14 @@ def _split_documents(documents: pl.DataFrame, chunker: Chunker) -> pl.DataFrame:
                 )
             )
     return pl.DataFrame(rows, schema=SPLIT_SCHEMA, orient="row")
+
+
+def _splits(documents: pl.DataFrame, chunker: Chunker) -> list[list[tuple[str, int]]]:
+    """Each document's chunks: by sentences, or by sections first where ``_sections`` says so."""
+    texts, by_sections = documents["text"].to_list(), documents["_sections"].to_list()
+    plain = iter(chunker.split_many([t for t, s in zip(texts, by_sections, strict=True) if not s]))
+    sectioned = iter(split_sections_many([t for t, s in zip(texts, by_sections, strict=True) if s], chunker))
+    return [next(sectioned) if s else next(plain) for s in by_sections]
 
 
 def chunks_version(chunks: pl.DataFrame) -> str:

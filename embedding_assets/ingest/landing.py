@@ -27,6 +27,8 @@ _SUFFIXES = {
     "parquet": (".parquet",),
     "markdown": (".md", ".markdown"),
     "text": (".txt", ".text", ".html", ".htm"),
+    "html": (".html", ".htm"),
+    "pdf": (".pdf",),
 }
 
 

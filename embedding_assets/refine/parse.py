@@ -12,12 +12,14 @@ import polars as pl
 
 from embedding_assets.contracts.model import Contract, FieldSpec
 from embedding_assets.core.strict_yaml import StrictYAMLError, load_strict
+from embedding_assets.refine.extract import extract_html, extract_pdf
 
 BOM = "\ufeff"
 _TRUE = {"true", "1", "yes", "y", "t"}
 
 
 _FALSE = {"false", "0", "no", "n", "f"}
+EXTRACTORS = {"html": extract_html, "pdf": extract_pdf}
 _HALF_SURROGATE = "a \\u escape gives half of a surrogate pair, which is not text"
 
 
@@ -25,6 +27,8 @@ def parse_record(
     contract: Contract, raw: bytes, header: bytes | None, file: str
 ) -> tuple[dict[str, Any], list[str]]:
     """One raw record to a field mapping, or the reasons it cannot be read."""
+    if contract.format in EXTRACTORS:  # whole files in their own encodings: bytes go to the extractor
+        return EXTRACTORS[contract.format](raw, _stem(file))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -56,8 +60,12 @@ def parse_record(
         return {k: (v if v != "" else None) for k, v in zip(head, cells, strict=True)}, []
     if fmt == "markdown":
         return _parse_markdown(text, file)
-    stem = file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return {"path": stem, "body": text}, []
+    return {"path": _stem(file), "body": text}, []
+
+
+def _stem(file: str) -> str:
+    """The file's name without folder and suffix: the id of a one-file record."""
+    return file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
 
 
 def _lone_surrogate(value: Any) -> bool:
@@ -85,7 +93,7 @@ def _unterminated_quote(text: str) -> bool:
 
 
 def _parse_markdown(text: str, file: str) -> tuple[dict[str, Any], list[str]]:
-    stem = file.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    stem = _stem(file)
     front: dict[str, Any] = {}
     body = text
     if text.startswith("---"):
