@@ -11,6 +11,7 @@ import io
 import json
 import random
 import sys
+import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -287,7 +288,7 @@ def generate(root: Path, sizes: SampleSizes = SampleSizes(), seed: int = 7) -> d
         counts["helpdesk"] += _write_tickets(root, rng, batch, _numbers(sizes.tickets, index), edits)
         counts["catalog"] += _write_products(root, rng, batch, _numbers(sizes.products, index), edits)
         counts["guides"] += _write_guides(root, rng, batch, _numbers(sizes.guides, index), edits)
-    return counts
+    return counts | _write_formats(root, seed)
 
 
 def _numbers(per_batch: tuple[int, ...], index: int) -> range:
@@ -349,6 +350,138 @@ def _write_guides(root: Path, rng: random.Random, batch: str, numbers: range, ed
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+# Help-centre pages (kb, HTML) and product manuals (manuals, PDF): drawn from their own random
+# generator, after the sources above, so adding them left the earlier sample byte for byte as it was.
+# --------------------------------------------------------------------------------------------------
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} | Lumen Home Help Centre</title>
+<meta name="description" content="{summary}"><meta name="author" content="Lumen Home Support">
+<meta property="article:modified_time" content="{modified}"></head>
+<body><header><nav><a href="/">Home</a> <a href="/shop">Shop</a> <a href="/help">Help centre</a>
+<a href="/account">My account</a></nav></header>
+<div class="cookie-banner">We use cookies to improve your experience. <button>Accept all cookies</button></div>
+<main><article><h1>{title}</h1>
+{paragraphs}
+</article>
+<aside><h3>Related articles</h3><ul><li><a href="/help/wifi">Wi-Fi basics</a></li>
+<li><a href="/help/warranty">Warranty</a></li></ul></aside></main>
+<footer><p>Copyright 2026 Lumen Home. All rights reserved.</p><p><a href="/privacy">Privacy policy</a>
+<a href="/terms">Terms of service</a></p></footer></body></html>
+"""
+
+
+def _help_page(rng: random.Random, number: int, which: int, batch: str) -> tuple[str, str]:
+    """(file name, HTML) of a help-centre article on one product's known problem."""
+    category, product, problems = PRODUCTS[number % len(PRODUCTS)]
+    problem = problems[which % len(problems)]
+    title = f"{product}: {problem}"
+    paragraphs = [
+        f"<p>Some owners of the {product} report that {problem}. This article explains why it "
+        "happens and what you can do about it yourself before you contact us.</p>",
+        f"<h2>Why it happens</h2><p>{rng.choice(SECTION_TOPICS)[1]}</p>",
+        f"<h2>What to do</h2><p>{rng.choice(FIXES)} {rng.choice(FIXES)}</p>",
+        "<h2>Still not working?</h2><p>Open a ticket from the app with the error code shown on the "
+        "device, and attach a photo of the status ring.</p>",
+    ]
+    modified = _ts(rng, batch)
+    html = PAGE.format(
+        title=title,
+        summary=f"What to do when {problem}.",
+        modified=modified,
+        paragraphs="\n".join(paragraphs),
+    )
+    return f"help-{category}-{which + 1}.html", html
+
+
+def _manual_pdf(rng: random.Random, number: int, batch: str, revision: int) -> tuple[str, bytes]:
+    """(file name, PDF) of one product's manual: a few pages of sections, its own title and time."""
+    category, product, problems = PRODUCTS[number % len(PRODUCTS)]
+    chosen = rng.sample(SECTION_TOPICS, 6)
+    paragraphs = [f"{product} owner's manual, revision {revision}. Keep this manual with the device."]
+    for heading, text in chosen:
+        paragraphs += [heading.upper(), f"{text} {rng.choice(FIXES)}"]
+    paragraphs += ["KNOWN ISSUES", f"If {rng.choice(problems)}: {rng.choice(FIXES)}"]
+    modified = _ts(rng, batch).replace("-", "").replace(":", "").replace("T", "")
+    return f"manual-{category}.pdf", pdf_document(
+        f"{product} owner's manual", "Lumen Home", modified, paragraphs
+    )
+
+
+def _write_formats(root: Path, seed: int) -> dict[str, int]:
+    """kb: a help page per product, then two of them rewritten and one new; manuals: one PDF per
+    product, then one revised."""
+    rng = random.Random(seed * 31 + 1)
+    counts = {"kb": 0, "manuals": 0}
+    everything = [(n, 0) for n in range(len(PRODUCTS))]
+    plan = {
+        BATCHES[0]: (everything, range(len(PRODUCTS))),
+        BATCHES[1]: ([(0, 0), (4, 0), (7, 1)], range(2, 3)),
+    }
+    for batch, (pages, manuals) in plan.items():
+        for number, which in pages:
+            name, html = _help_page(rng, number, which, batch)
+            _write(root / "landing" / "kb" / batch / name, html)
+            counts["kb"] += 1
+        for number in manuals:
+            name, pdf = _manual_pdf(rng, number, batch, revision=1 + BATCHES.index(batch))
+            path = root / "landing" / "manuals" / batch / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pdf)
+            counts["manuals"] += 1
+    return counts
+
+
+def _pdf_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def pdf_document(
+    title: str, author: str, modified: str, paragraphs: list[str], lines_per_page: int = 46
+) -> bytes:
+    """A small, valid PDF 1.4 in Helvetica: ``paragraphs`` wrapped to the page, a blank line after
+    each, with the document information (title, author, ``modified`` as YYYYMMDDHHMMSSZ)."""
+    lines = [line for p in paragraphs for line in [*textwrap.wrap(p, 92), ""]]
+    pages = [lines[i : i + lines_per_page] for i in range(0, len(lines), lines_per_page)] or [[]]
+    kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages)))
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    for i, page in enumerate(pages):
+        stream = "\n".join(
+            ["BT", "/F1 11 Tf", "14 TL", "56 786 Td", *(f"({_pdf_escape(x)}) Tj T*" for x in page), "ET"]
+        )
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents {5 + 2 * i} 0 R "
+            "/Resources << /Font << /F1 3 0 R >> >> >>"
+        )
+        objects.append(f"<< /Length {len(stream.encode('latin-1'))} >>\nstream\n{stream}\nendstream")
+    objects.append(
+        f"<< /Title ({_pdf_escape(title)}) /Author ({_pdf_escape(author)}) /ModDate (D:{modified}) >>"
+    )
+    return _pdf_file(objects)
+
+
+def _pdf_file(objects: list[str]) -> bytes:
+    """The objects numbered from 1, the cross-reference table and the trailer (the last object
+    is the document information)."""
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1"))
+    xref = out.tell()
+    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
+    out.write("".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode())
+    trailer = f"<< /Size {len(objects) + 1} /Root 1 0 R /Info {len(objects)} 0 R >>"
+    out.write(f"trailer\n{trailer}\nstartxref\n{xref}\n%%EOF\n".encode())
+    return out.getvalue()
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ from embedding_assets_tests.conftest import SAMPLE
 from embedding_assets_tests.malformed import write_fixture
 
 PINNED = {
-    "gold/chunks/2026-11-01": "a68f4a49466517584877d3bc5afe9ba47baedec0a916d433e62136d5b43acae6",
-    "gold/chunks/2026-11-08": "76af3b549d0685fce6f1c5edcd1a14463c66860a107e6bea50616b75d6145dca",
+    "gold/chunks/2026-11-01": "c4fb1ea2a9359049631344e95795654a50bf9a715f1e31cee77c264f1f4baa67",
+    "gold/chunks/2026-11-08": "c65fcba26ca8d3d43a909e539497aef72142d2cc44996be39230466fba1b6f6c",
     "gold/chunks/2026-11-15": "62cfebf6f13ab09e8f7e2d22420ba49200ddda90bd040329816fc3e5e2fa46c4",
-    "gold/documents/2026-11-01": "c27b29f1c06f97d6cf29281198d312e2207358b8fe34c02fcd06944d2a509ae9",
-    "gold/documents/2026-11-08": "6b0d97e8f4bb6919d98bf87d4730ce8e3cdef883b288d808c23b727a93a93924",
+    "gold/documents/2026-11-01": "0f811bbf0af37f995ffaed4484a7c60f57e94f902c0205993da8e2a3a81b605b",
+    "gold/documents/2026-11-08": "c605bfb816864a7b9a24e3a484ab5862e0299081c5ae20e6e8fa1363e9d70bfa",
     "gold/documents/2026-11-15": "1b79552f033d529b4e8bfa64e39c0c3d17df15fbe4484eda3868f89d853eaf9a",
     "quarantine/catalog/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/catalog/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
@@ -37,6 +37,10 @@ PINNED = {
     "quarantine/guides/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/helpdesk/2026-11-01": "3533ec48c8c43e230a3d4feef7e9923106e66d0a6165d9ab9046db722e9ea4c5",
     "quarantine/helpdesk/2026-11-08": "0a485c28af181b1777c7f97794c59c93a40f47ede467ff57e7aad6d0bd5bc44b",
+    "quarantine/kb/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/kb/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/manuals/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/manuals/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/tickets/2026-11-15": "9dacd448b302c8035d6f422e1f11ce2396ca790469735a315d2c960671b66f0e",
     "silver/catalog/2026-11-01": "4f99f04b70655f9d733fbf7ef8ba005ac99db1cdadd4058bfe775de737b5f394",
     "silver/catalog/2026-11-08": "c802275578791901595df42f84270fba9feb65ec7c162834aecefb3f640128e2",
@@ -44,6 +48,10 @@ PINNED = {
     "silver/guides/2026-11-08": "0571be9f5ff82d1563db08d7cd9ecfdcc2b2ce6893f42ebbdce9e054d62975f6",
     "silver/helpdesk/2026-11-01": "e5ab5f2d2000d3b3de41d9133ede417f32e0cb6da1a42c23921fe90f460e2af2",
     "silver/helpdesk/2026-11-08": "27da1f8e2a60bb428b87b617d0babf8b5e0f60ae84068a174729eb31f67aff4c",
+    "silver/kb/2026-11-01": "ce6e9f2d59e4fe6675277505e1e967054e1a307c62c527c9978b8666f41c7147",
+    "silver/kb/2026-11-08": "8f58382b833dd883f5cb7836270dffd14ad77762378657834ae3fa777500bb13",
+    "silver/manuals/2026-11-01": "d7a1eb262ac1c00114d418393eddf5d1eca677c0f945e314f795764aad401ab8",
+    "silver/manuals/2026-11-08": "d43dd732059791feba4760d26e6334a5660f574b03effc03c2db453012be46e9",
     "silver/tickets/2026-11-15": "1d4dccf4dc107e9fc73ce482df7f0b57442b50d1f198edcf47ed4e6e474a94ba",
 }
 

@@ -12,7 +12,6 @@ from typing import Any
 
 Extracted = tuple[dict[str, Any], list[str]]  # (record, reasons it cannot be read)
 
-_BLANK_LINES = re.compile(r"\n\s*\n")
 _HYPHENATED = re.compile(r"(\w)-\n(\w)")
 
 
@@ -68,13 +67,21 @@ def extract_pdf(raw: bytes, stem: str) -> Extracted:
 
 
 def _paragraphs(text: str) -> str:
-    """Lines wrapped by the PDF's layout joined back into paragraphs (a word hyphenated across a
-    line break joined too); paragraphs stay apart."""
-    joined = _HYPHENATED.sub(r"\1\2", text.replace("\r\n", "\n"))
-    paragraphs = (
-        " ".join(line.strip() for line in p.splitlines() if line.strip()) for p in _BLANK_LINES.split(joined)
-    )
-    return "\n\n".join(p for p in paragraphs if p)
+    """The page's lines joined back into paragraphs (text layers keep lines, not paragraphs): a
+    blank line, a line well short of the page's width, or a heading in capitals ends one; a word
+    hyphenated across a line break is joined."""
+    lines = [line.strip() for line in _HYPHENATED.sub(r"\1\2", text.replace("\r\n", "\n")).split("\n")]
+    width = max((len(line) for line in lines), default=0)
+    paragraphs: list[list[str]] = [[]]
+    for line in lines:
+        heading = line.isupper() and len(line) < 80
+        if heading and paragraphs[-1]:
+            paragraphs.append([])
+        if line:
+            paragraphs[-1].append(line)
+        if not line or heading or len(line) < 0.7 * width:
+            paragraphs.append([])
+    return "\n\n".join(" ".join(p) for p in paragraphs if p)
 
 
 def _pdf_time(info: Any) -> datetime | None:
