@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,17 @@ def _k(text: str) -> int:
     return k
 
 
+def _moment(text: str) -> datetime:
+    """An ISO 8601 time (``Z`` or an offset; a time without one is UTC), as an aware datetime."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--as-of must be an ISO 8601 time such as 2026-11-08T00:00:00Z, not {text!r}"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     settings = check_settings_storage(Settings.from_env())
     if args.queries_file:
@@ -34,7 +46,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         raise UsageError("give a query or --queries-file")
     results = run_search(
-        settings, queries, args.k, args.mode, args.source, args.index_version, args.where, args.model
+        settings,
+        queries,
+        args.k,
+        args.mode,
+        args.source,
+        args.index_version,
+        args.where,
+        args.model,
+        args.as_of,
     )
     if args.explain:
         from embedding_assets.defs.explain import explain_hits
@@ -46,7 +66,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(json.dumps(result_json(result, args.explain), ensure_ascii=False, default=str))
             continue
         print(
-            f"query: {result['query']}  ({args.mode}, k={args.k}; model {result['model']}, index version {result['index_version']})"
+            f"query: {result['query']}  ({args.mode}, k={args.k}; model {result['model']}, index version {result['index_version']}"
+            + (f", as of {args.as_of.isoformat()})" if args.as_of else ")")
         )
         if not result["hits"]:
             print("  no hits")
@@ -87,5 +108,11 @@ def add_parsers(sub: Any) -> None:
         "--index-version",
         type=int,
         help="search the index as it was at this LanceDB version (a vector_index run's lancedb_version)",
+    )
+    p.add_argument(
+        "--as-of",
+        type=_moment,
+        help="search as of this time (ISO 8601, e.g. 2026-11-08T00:00:00Z): the model serving then, "
+        "its index as it was then",
     )
     p.set_defaults(func=cmd_search)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import polars as pl
@@ -120,6 +121,16 @@ class Lake:
     def version(self, table: str) -> int | None:
         dt = self.table(table)
         return dt.version() if dt is not None else None
+
+    def version_at(self, table: str, when: datetime) -> int | None:
+        """The table's newest version committed at or before ``when``; None when the table did not
+        exist yet (or its log no longer reaches back that far)."""
+        dt = self.table(table)
+        if dt is None:
+            return None
+        cutoff = when.timestamp() * 1000
+        found = [int(h["version"]) for h in dt.history() if h.get("timestamp", math.inf) <= cutoff]
+        return max(found) if found else None
 
     def scan(self, table: str, version: int | None = None) -> pl.LazyFrame | None:
         if self.table(table) is None:

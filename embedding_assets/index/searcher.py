@@ -5,6 +5,7 @@ model that embeds the queries. The CLI opens one per command; ``serve`` keeps on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -77,32 +78,67 @@ class Searcher:
             ) from None
 
 
-def open_searcher(settings: Settings, model: str | None, index_version: int | None, mode: str) -> Searcher:
+def open_searcher(
+    settings: Settings, model: str | None, index_version: int | None, mode: str, as_of: datetime | None = None
+) -> Searcher:
     """Read the registry once (the serving alias, unless ``model`` names another) and open that
     model's table once: a promote that lands meanwhile changes the next search, never this one.
-    Full-text search (``mode`` fts) loads no model."""
+    ``as_of`` reads both as they were at that moment (the model serving then, its index version
+    then). Full-text search (``mode`` fts) loads no model."""
     from embedding_assets.core.lake import Lake
     from embedding_assets.embed.embedder import embedder_for
     from embedding_assets.embed.registry import Registry
     from embedding_assets.index.reader import IndexReader
     from embedding_assets.index.table import ChunkTable
 
-    state = Registry(Lake(settings.lake_uri)).read()
+    state = Registry(Lake(settings.lake_uri)).read(_registry_version(settings, as_of, index_version))
     if model is None and state.serving is None:
         raise IndexEmpty("the index is empty: run `embedding-assets sync` first")
     spec = state.get(model).spec if model else state.serving.spec  # type: ignore[union-attr]
-    reader = IndexReader(ChunkTable(settings.lancedb_uri, spec.name, spec.dimension))
-    if index_version is not None:
-        latest = reader.table.version()
-        if not 1 <= index_version <= latest:
-            raise SearchRefused(
-                f"--index-version must be between 1 and {latest} (the latest), not {index_version}"
-            )
-    snap = reader.snapshot(index_version)
+    pinned = as_of is not None or index_version is not None
+    reader = IndexReader(ChunkTable(settings.lancedb_uri, spec.name, spec.dimension, own_session=pinned))
+    snap = reader.snapshot(_index_version(reader.table, spec.name, index_version, as_of))
     if snap is None:
         raise IndexEmpty("the index is empty: run `embedding-assets sync` first")
     embedder = None if mode == "fts" else embedder_for(spec, settings.device, settings.batch_size)
     return Searcher(spec, reader, snap, embedder)
+
+
+def _registry_version(settings: Settings, as_of: datetime | None, index_version: int | None) -> int | None:
+    """The registry's Delta version at ``as_of`` (None: the latest)."""
+    if as_of is None:
+        return None
+    if index_version is not None:
+        raise SearchRefused("give --as-of or --index-version, not both")
+    from embedding_assets.core.lake import Lake
+    from embedding_assets.embed.registry import REGISTRY_TABLE
+
+    lake = Lake(settings.lake_uri)
+    if lake.version(REGISTRY_TABLE) is None:
+        raise IndexEmpty("the index is empty: run `embedding-assets sync` first")
+    version = lake.version_at(REGISTRY_TABLE, as_of)
+    if version is None:
+        raise IndexEmpty(f"nothing was indexed at {as_of.isoformat()}: the first model was registered later")
+    return version
+
+
+def _index_version(table: Any, name: str, index_version: int | None, as_of: datetime | None) -> int | None:
+    """The table version to search: the one asked for, the one current at ``as_of``, or the latest."""
+    if as_of is not None:
+        version = table.version_at(as_of)
+        if version is None:
+            raise IndexEmpty(
+                f"the index of {name} had no version at {as_of.isoformat()} (not written yet, or its "
+                "versions from then were cleaned up by lake_maintenance after EA_MODEL_RETENTION_H)"
+            )
+        return int(version)
+    if index_version is not None:
+        latest = table.version()
+        if not 1 <= index_version <= latest:
+            raise SearchRefused(
+                f"--index-version must be between 1 and {latest} (the latest), not {index_version}"
+            )
+    return index_version
 
 
 def run_search(
@@ -114,9 +150,10 @@ def run_search(
     index_version: int | None = None,
     where: str | None = None,
     model: str | None = None,
+    as_of: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """One result per query: the model and index version it read, and its hits."""
-    return open_searcher(settings, model, index_version, mode).search(queries, k, mode, source, where)
+    return open_searcher(settings, model, index_version, mode, as_of).search(queries, k, mode, source, where)
 
 
 HIT_KEYS = ("doc_id", "chunk_id", "source", "score", "text")

@@ -148,8 +148,16 @@ class ChunkTable:
     """A handle on one model's chunk table; it exists once the first batch is written."""
 
     def __init__(
-        self, uri: str, model: str, dimension: int, metadata: Mapping[str, MetadataField] | None = None
+        self,
+        uri: str,
+        model: str,
+        dimension: int,
+        metadata: Mapping[str, MetadataField] | None = None,
+        own_session: bool = False,
     ) -> None:
+        """``own_session``: caches of its own (index and metadata), for reading an earlier version:
+        the process-wide ones can hold a later version's scalar index, and a filtered search of
+        the earlier version then misses rows the later one deleted."""
         self.uri = uri
         self.model = model
         self.dimension = dimension
@@ -157,7 +165,7 @@ class ChunkTable:
         self.name = table_name(model)
         import lancedb  # 1.4 s to import: only processes that open an index pay it
 
-        self._db = lancedb.connect(uri)
+        self._db = lancedb.connect(uri, session=lancedb.Session() if own_session else None)
 
     def schema(self) -> pa.Schema:
         return pa.schema(
@@ -192,6 +200,15 @@ class ChunkTable:
 
     def version(self) -> int:
         return int(self.open().version) if self.exists() else 0
+
+    def version_at(self, when: datetime) -> int | None:
+        """The table's newest version written at or before ``when``; None when it did not exist
+        yet, or its versions from then were cleaned up (``lake_maintenance`` keeps the rollback
+        window)."""
+        if not self.exists():
+            return None
+        found = [int(v["version"]) for v in self.open().list_versions() if _aware(v["timestamp"]) <= when]
+        return max(found) if found else None
 
     def maintain(self, retention: timedelta) -> IndexMaintained | None:
         """Compact small fragments (and materialise deletions), fold new rows into the ANN and
@@ -238,3 +255,8 @@ class ChunkTable:
         }
         columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), self.dimension)
         return pa.table({f.name: columns[f.name] for f in schema}).cast(schema)
+
+
+def _aware(moment: datetime) -> datetime:
+    """LanceDB gives a version's time as a naive local time: as an aware one, for comparing."""
+    return moment.astimezone(UTC) if moment.tzinfo is None else moment
