@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from embedding_assets.cli.common import emit
+from embedding_assets.cli.common import UsageError, emit
 from embedding_assets.config import Settings
 
 
@@ -30,6 +30,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The API model's options, when ``--api-base`` names one."""
+    if not args.api_base:
+        if args.api_key_env or args.tokenizer or args.max_tokens or args.price_per_1k_tokens:
+            raise UsageError(
+                "--api-key-env, --tokenizer, --max-tokens and --price-per-1k-tokens need --api-base"
+            )
+        return None
+    return {
+        "api_base": args.api_base, "api_key_env": args.api_key_env or "", "tokenizer": args.tokenizer or "",
+        "max_tokens": args.max_tokens or 0, "price_per_1k_tokens": args.price_per_1k_tokens or 0.0,
+    }  # fmt: skip
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     from embedding_assets.defs.instance import local_instance
     from embedding_assets.defs.lifecycle import add_model
@@ -39,7 +53,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     with local_instance(Settings.from_env()) as instance:
         added = add_model(
             instance, PipelineResource(), args.target, args.name, build=not args.no_build, echo=echo,
-            backend=args.backend,
+            backend=args.backend, api=_api_options(args),
         )  # fmt: skip
     build = added.build
     out = {
@@ -176,6 +190,18 @@ def add_parsers(sub: Any) -> None:
         "--backend",
         choices=["torch", "int8"],
         help="what runs it: torch (fp32 CPU, fp16 GPU) or int8 on onnxruntime (default: EA_EMBED_BACKEND, else torch)",
+    )
+    api = p.add_argument_group("a model behind an OpenAI-compatible API (PATH_OR_ID is its name there)")
+    api.add_argument("--api-base", help="the API's base URL, e.g. https://api.openai.com/v1")
+    api.add_argument("--api-key-env", help="the environment variable that holds the API key")
+    api.add_argument(
+        "--tokenizer", help="a local model folder whose tokenizer chunks for it (default: the bundled one)"
+    )
+    api.add_argument(
+        "--max-tokens", type=int, help="its input limit in that tokenizer's tokens (default: that model's)"
+    )
+    api.add_argument(
+        "--price-per-1k-tokens", type=float, help="what the API charges, for the `sync --dry-run` forecast"
     )
     p.set_defaults(func=cmd_add)
     p = verbs.add_parser("eval", help="canary recall@10, MRR@10 and nDCG@10 per search mode")

@@ -30,14 +30,19 @@ def retry(
     backoff: Backoff = DEFAULT_BACKOFF,
     *,
     retry_on: tuple[type[BaseException], ...] = (Exception,),
+    give_up_on: tuple[type[BaseException], ...] = (),
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[T, int]:
     """Call ``fn`` until it succeeds or ``backoff.attempts`` are spent; returns (result, attempts).
+    An error of ``give_up_on`` (one retrying cannot help) propagates at once.
 
     The last error propagates, with ``attempts`` set on it."""
     for attempt in range(backoff.attempts):
         try:
             return fn(), attempt + 1
+        except give_up_on as error:
+            error.attempts = attempt + 1  # type: ignore[attr-defined]
+            raise
         except retry_on as error:
             if attempt == backoff.attempts - 1:
                 error.attempts = attempt + 1  # type: ignore[attr-defined]

@@ -61,6 +61,12 @@ class BatchForecast:
     kept: list[str] = field(default_factory=list)
     chunks_total: int = 0
     to_embed: frozenset[str] = frozenset()
+    tokens_to_embed: int = 0  # of those chunks, in the model's own tokenizer
+    price_per_1k_tokens: float = 0.0  # an API model's price (0: local, free)
+
+    @property
+    def cost(self) -> float:
+        return self.tokens_to_embed / 1000 * self.price_per_1k_tokens
 
     @property
     def chunks_to_embed(self) -> int:
@@ -167,6 +173,10 @@ class Predictor:
         cache = self.lake.read("embeddings", CACHE_SCHEMA, of_model)
         missing = chunks.select("chunk_hash").unique().join(cache, on="chunk_hash", how="anti")
         self.forecast.to_embed = frozenset(missing["chunk_hash"].to_list()) - pending
+        embedded = chunks.filter(pl.col("chunk_hash").is_in(list(self.forecast.to_embed))).unique(
+            "chunk_hash"
+        )
+        self.forecast.tokens_to_embed = int(embedded["n_tokens"].sum() or 0)
         frame = chunks.select("chunk_id", "chunk_hash").with_columns(pl.lit(model_id).alias("model_id"))
         self.versions[EMBEDDINGS.to_user_string()] = embeddings_version(frame)
 
@@ -199,6 +209,7 @@ def forecast_model_run(
         {GOLD_DOCUMENTS.to_user_string(): documents[0]}, partition,
     )  # fmt: skip
     chunks = predictor.chunks(documents[1], pipeline.chunker(spec), spec.name)
+    predictor.forecast.price_per_1k_tokens = spec.price_per_1k_tokens
     predictor.embeddings(chunks, spec.model_id, pending)
     predictor.judge([VECTOR_INDEX], index_defs.INDEX_CODE, index_defs.CONSUMES)
     return predictor.forecast
@@ -230,6 +241,7 @@ class SyncForecast:
             if "embeddings" in b.rebuilt:
                 lines.append(
                     f"  {b.chunks_total} chunks: {b.chunks_to_embed} to embed, {b.chunks_total - b.chunks_to_embed} reused"
+                    + _priced(b.tokens_to_embed, b.price_per_1k_tokens, b.cost)
                 )
         estimate = self.chunks_to_embed / self.chunks_per_s if self.chunks_per_s else 0.0
         lines.append(
@@ -237,7 +249,22 @@ class SyncForecast:
             f"{self.chunks_to_embed} chunks to embed, {self.chunks_reused} reused; estimated embedding time "
             f"{estimate:.1f}s at {self.chunks_per_s:.0f} chunks/s ({self.rate_source})"
         )
+        if self.cost:
+            lines.append(f"API cost: {self.tokens_to_embed} tokens, {self.cost:.4f} at the registered prices")
         return "\n".join(lines)
+
+    @property
+    def tokens_to_embed(self) -> int:
+        return sum(b.tokens_to_embed for b in self.batches if b.price_per_1k_tokens)
+
+    @property
+    def cost(self) -> float:
+        return sum(b.cost for b in self.batches)
+
+
+def _priced(tokens: int, price: float, cost: float) -> str:
+    """An API model's tokens and their cost, for a batch line (nothing for a local model)."""
+    return f"; {tokens} tokens, cost {cost:.4f} at {price:g} per 1k tokens" if price else ""
 
 
 def forecast(instance: dg.DagsterInstance, pipeline: PipelineResource) -> SyncForecast:

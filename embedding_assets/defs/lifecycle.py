@@ -12,7 +12,7 @@ and the backfill is recorded when its runs are done, so the UI shows it either w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +43,7 @@ from embedding_assets.defs.triggers import (
     changed_model_settings,
     model_settings_observations,
 )
-from embedding_assets.embed.embedder import describe_spec
+from embedding_assets.embed.embedder import describe_api_spec, describe_spec
 from embedding_assets.embed.registry import ModelSpec, RegistryError, add_event, promote_event, rollback_event
 from embedding_assets.evaluate.search_quality import promotion_problems
 from embedding_assets.index.reader import DEFAULT_MODE
@@ -77,6 +77,16 @@ def describe(target: str, kind: str, name: str | None, **extra: str) -> ModelSpe
     except Exception as exc:
         raise ModelLoadError(
             f"model {target!r} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from None
+
+
+def describe_api(model: str, name: str | None, api: Mapping[str, Any]) -> ModelSpec:
+    try:
+        return describe_api_spec(model, name=name, **api)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model {model!r} at {api.get('api_base')} cannot be used: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}"
         ) from None
 
 
@@ -167,12 +177,18 @@ class Added:
 
 def add_model(
     instance: dg.DagsterInstance, pipeline: PipelineResource, target: str, name: str | None = None, *,
-    build: bool = True, echo: Callable[[str], None] = print, backend: str | None = None, **extra: str,
+    build: bool = True, echo: Callable[[str], None] = print, backend: str | None = None,
+    api: Mapping[str, Any] | None = None, **extra: str,
 ) -> Added:  # fmt: skip
-    """Register a candidate (after loading it and embedding a probe) and build its shadow."""
+    """Register a candidate (after loading it and embedding a probe) and build its shadow. ``api``
+    (``api_base`` and the options of :func:`describe_api_spec`): ``target`` is a model behind an
+    OpenAI-compatible API."""
     pipeline.ensure_registry()
     settings = pipeline.settings()
-    spec = describe(target, settings.embedder, name, backend=backend or settings.embed_backend, **extra)
+    if api is not None:
+        spec = describe_api(target, name, api)
+    else:
+        spec = describe(target, settings.embedder, name, backend=backend or settings.embed_backend, **extra)
     probe(pipeline, spec)
     state, _ = pipeline.registry().commit(lambda st: add_event(st, spec, datetime.now(UTC)))
     register_models(instance, state)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedding_assets.config import DEFAULT_MODEL, EMBED_BACKENDS
+from embedding_assets.embed.api import API_KIND, ApiEmbedder, ApiOptions, api_info, shared_api_embedder
 from embedding_assets.embed.models import (
     ModelInfo,
     content_fingerprint,
@@ -265,7 +266,7 @@ def build_embedder(
 
 
 def describe_spec(
-    target: str, kind: str, name: str | None = None, backend: str = "torch", **extra: str
+    target: str, kind: str, name: str | None = None, backend: str = "torch", **extra: Any
 ) -> ModelSpec:
     """A registry entry for a model, read from its files (no weights loaded when its configuration
     names its dimension). A local model's identity carries the fingerprint of its weights, so two
@@ -321,4 +322,27 @@ def verify_spec(spec: ModelSpec) -> None:
 
 def embedder_for(spec: ModelSpec, device: str, batch_size: int) -> Embedder:
     """The embedder of a registry entry, under the entry's identity."""
+    if spec.embedder == API_KIND:
+        options = ApiOptions(spec.api_base, spec.target, spec.api_key_env)
+        info = api_info(options, spec.tokenizer or DEFAULT_MODEL, spec.max_seq_length, spec.dimension)
+        return shared_api_embedder(options, info, spec.model_id)
     return build_embedder(spec.embedder, spec.target, device, batch_size, spec.model_id, spec.backend)
+
+
+def describe_api_spec(
+    model: str, api_base: str, name: str | None = None, *, api_key_env: str = "", tokenizer: str = "",
+    max_tokens: int = 0, price_per_1k_tokens: float = 0.0,
+) -> ModelSpec:  # fmt: skip
+    """A registry entry for a model behind an OpenAI-compatible API: its dimension is asked of the
+    API with one request; its chunks are counted with ``tokenizer`` (default: the bundled model's),
+    within ``max_tokens`` (default: that tokenizer's model's maximum)."""
+    options = ApiOptions(api_base, model, api_key_env)
+    local = describe_model(tokenizer or DEFAULT_MODEL)
+    info = api_info(options, tokenizer or DEFAULT_MODEL, max_tokens or local.max_seq_length, 0)
+    dimension = ApiEmbedder(options, replace(info, dimension=None), info.model_id).dimension
+    return ModelSpec(
+        name=name or default_name(model), target=model, embedder=API_KIND, model_id=info.model_id,
+        revision=info.revision, dimension=dimension, max_seq_length=info.max_seq_length,
+        tokenizer_hash=local.tokenizer_hash, api_base=api_base, api_key_env=api_key_env,
+        tokenizer=tokenizer or DEFAULT_MODEL, price_per_1k_tokens=price_per_1k_tokens,
+    )  # fmt: skip

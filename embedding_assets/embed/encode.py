@@ -21,6 +21,7 @@ from embedding_assets.core.hashing import frame_hash
 from embedding_assets.core.retry import DEFAULT_BACKOFF, Backoff, retry
 from embedding_assets.core.stop import checkpoint
 from embedding_assets.embed.embedder import Embedder
+from embedding_assets.embed.failures import EmbedderUnavailable, RequestRejected
 
 EMBEDDING_SCHEMA = pl.Schema(
     {
@@ -55,6 +56,8 @@ DEAD_LETTER_SCHEMA = pl.Schema(
 )
 ENCODE_WINDOW = 256  # texts per encode call: the unit of retry, and of stopping on a signal
 
+FINAL = (EmbedderUnavailable, RequestRejected)  # errors another try of the same texts cannot mend
+
 
 @dataclass(frozen=True)
 class EncodeFailure:
@@ -88,13 +91,19 @@ def encode_resilient(
             return embedder.encode(part)
 
         try:
-            vectors, attempts = retry(call, policy, sleep=sleep)
+            vectors, attempts = retry(call, policy, give_up_on=FINAL, sleep=sleep)
             out.retries += attempts - 1
             out.vectors[lo:hi] = vectors
+        except EmbedderUnavailable as error:  # not these texts' fault: the whole window waits
+            out.failures.update(
+                {i: EncodeFailure(f"{type(error).__name__}: {error}", 1) for i in range(lo, hi)}
+            )
         except Exception as error:
-            out.retries += policy.attempts - 1
+            out.retries += getattr(error, "attempts", 1) - 1
             if hi - lo == 1:
-                out.failures[lo] = EncodeFailure(f"{type(error).__name__}: {error}", policy.attempts)
+                out.failures[lo] = EncodeFailure(
+                    f"{type(error).__name__}: {error}", getattr(error, "attempts", 1)
+                )
                 return
             # Split: a transient failure already had its retries; halves get one try each until
             # a single text is left, which gets the full retries again.

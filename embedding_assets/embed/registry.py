@@ -61,6 +61,12 @@ class ModelSpec:
     base: str = ""  # the model it was fine-tuned from, if any
     note: str = ""
     backend: str = "torch"  # what runs it: torch (fp32 on the CPU, fp16 on a GPU) or int8 (onnxruntime)
+    # An API model (embedder "openai"): ``target`` is its name at the API, ``tokenizer`` the local
+    # tokenizer that chunks for it, ``api_key_env`` the variable holding the key (never the key).
+    api_base: str = ""
+    api_key_env: str = ""
+    tokenizer: str = ""
+    price_per_1k_tokens: float = 0.0  # what the API charges, for the sync --dry-run forecast
 
     @property
     def table(self) -> str:
