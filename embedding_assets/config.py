@@ -50,6 +50,7 @@ class Settings:
     max_embed_failure_rate: float = 0.01  # above it, the batch's dead letters block the index
     landing_settle_s: float = 5.0  # a file changed less than this long ago may still be being written
     sensor_interval_s: int = 30  # the landing sensor's minimum interval between ticks
+    stream_interval_s: int = 5  # the stream sensor's: how often a streamed source's next micro-batch is taken
     max_run_attempts: int = 3  # the sensor re-requests a failed batch's run this many times in all
     model_retention_h: float = 48.0  # a model that stopped serving is kept (and built) this long for rollback
     promote_recall_tolerance: float = 0.01  # promote needs canary recall@10 >= serving's minus this

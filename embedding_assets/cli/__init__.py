@@ -23,7 +23,7 @@ def _quiet() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from embedding_assets.cli import lake, models, search, serve
+    from embedding_assets.cli import lake, models, search, serve, stream
 
     _quiet()
     parser = argparse.ArgumentParser(prog="embedding-assets", description=__doc__)
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     search.add_parsers(sub)
     models.add_parsers(sub)
     serve.add_parsers(sub)
+    stream.add_parsers(sub)
     args = parser.parse_args(argv)
     from embedding_assets.config import SettingError
     from embedding_assets.contracts.model import ContractError

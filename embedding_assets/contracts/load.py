@@ -20,6 +20,7 @@ from embedding_assets.contracts.model import (
     MigrationStep,
     PiiRules,
     QualityRules,
+    StreamSpec,
     field_error,
     metadata_fields,
 )
@@ -85,6 +86,7 @@ def parse_contract(raw: Any, path: Path) -> Contract:
         fields=_fields(raw.get("fields") or {}),
         quality=_quality(raw.get("quality") or {}),
         pii=PiiRules({**dict.fromkeys(PII_KINDS, "mask"), **(raw.get("pii") or {})}),
+        stream=_stream(raw.get("stream"), source),
         snapshot=bool(snapshot.get("enabled", True)),
         max_snapshot_delete_rate=float(snapshot.get("max_delete_rate", 0.5)),
         version_field=raw.get("version_field"),
@@ -93,6 +95,12 @@ def parse_contract(raw: Any, path: Path) -> Contract:
     )
     _check_references(contract, path)
     return contract
+
+
+def _stream(raw: Mapping[str, Any] | None, source: str) -> StreamSpec | None:
+    if not raw:
+        return None
+    return StreamSpec(**{"durable": f"embedding-assets-{source}", **raw})
 
 
 def _fields(raw: Mapping[str, Any]) -> dict[str, FieldSpec]:

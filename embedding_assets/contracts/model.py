@@ -68,6 +68,21 @@ class Migration:
     steps: tuple[MigrationStep, ...]
 
 
+@dataclass(frozen=True)
+class StreamSpec:
+    """A NATS JetStream stream the source is consumed from, in micro-batches into the landing zone:
+    a micro-batch closes at ``max_messages`` or after ``max_seconds``, whichever comes first."""
+
+    subject: str
+    stream: str
+    url: str = "nats://127.0.0.1:4222"
+    durable: str = ""  # the consumer's durable name (default: embedding-assets-<source>)
+    max_messages: int = 500
+    max_seconds: float = 5.0
+    max_message_bytes: int = 1 << 20  # a bigger message lands as a quarantine row with the reason
+    max_deliver: int = 5  # a message failing this many deliveries goes to the dead-letter table
+
+
 PII_KINDS = ("email", "iban", "card", "phone")  # the order they are looked for in
 PII_ACTIONS = ("mask", "drop", "keep")
 
@@ -133,6 +148,7 @@ class Contract:
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     quality: QualityRules = field(default_factory=QualityRules)
     pii: PiiRules = field(default_factory=PiiRules)
+    stream: StreamSpec | None = None  # consumed from NATS JetStream (format jsonl)
     snapshot: bool = False  # each batch is the full set: a document missing from it is deleted
     max_snapshot_delete_rate: float = 0.5  # a snapshot deleting more than this share is held back
     version_field: str | None = None  # a record field that names the record's contract version

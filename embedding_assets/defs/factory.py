@@ -25,6 +25,7 @@ from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sensors import build_landing_sensor
 from embedding_assets.defs.silver import silver_asset
 from embedding_assets.defs.sources import landing_source, model_setting_sources, settings_source
+from embedding_assets.defs.stream import build_stream_sensor
 
 
 def build_assets(
@@ -82,6 +83,7 @@ def build_defs(contracts_dir: Path, pipeline: PipelineResource | None = None) ->
             freshness_sensor,
             run_failure_alerts,
             check_failure_alerts,
+            *filter(None, [build_stream_sensor(contracts, settings.stream_interval_s)]),
         ],
         resources={"pipeline": pipeline or PipelineResource(contracts_dir=str(contracts_dir))},
         # Embedded: one process per run, so the model and tokenizer load once per run instead of

@@ -54,6 +54,7 @@ class LandingBatch:
     folder: Path
     files: tuple[Path, ...]
     stats: tuple[tuple[str, int, int], ...]  # (relative path, size, mtime in ns) per file
+    complete: bool = False  # its writer dropped a _SUCCESS marker: finished, no need to settle
 
     @property
     def key(self) -> str:
@@ -154,7 +155,9 @@ def _batch(contract: Contract, folder: Path) -> LandingBatch:
     for path in files:
         st = path.stat()
         stats.append((path.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
-    return LandingBatch(contract.source, folder.name, folder, files, tuple(stats))
+    return LandingBatch(
+        contract.source, folder.name, folder, files, tuple(stats), (folder / "_SUCCESS").is_file()
+    )
 
 
 def _folders(parent: Path, what: str, rejected: list[str]) -> list[Path]:
@@ -204,8 +207,9 @@ def scan_landing(
 
 def settled(batch: LandingBatch, seen_before: str | None, now_s: float, settle_s: float) -> bool:
     """Whether a batch's files have stopped changing, so that reading them gives the whole delivery:
-    either the last look saw the same sizes and times, or nothing was written for ``settle_s``."""
-    return batch.stat_digest == seen_before or now_s - batch.newest_mtime_s >= settle_s
+    its writer marked it complete (``_SUCCESS``), the last look saw the same sizes and times, or
+    nothing was written for ``settle_s``."""
+    return batch.complete or batch.stat_digest == seen_before or now_s - batch.newest_mtime_s >= settle_s
 
 
 @dataclass(frozen=True)

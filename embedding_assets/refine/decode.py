@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from embedding_assets.contracts.model import Contract
+from embedding_assets.ingest.stream import REJECTED
 from embedding_assets.refine.parse import BOM, as_text
 
 # A piece this small that still fails is left to the row parser whole, as is every failing piece
@@ -107,6 +108,7 @@ def _plain(text: pl.Series, names: tuple[str, ...]) -> pl.Series:
         text.str.starts_with(BOM)
         | text.str.contains("\x00", literal=True)
         | text.str.contains("\\u", literal=True)
+        | text.str.contains(f'"{REJECTED}"', literal=True)  # a streamed message's reason, for the row parser
         | text.str.contains(_NUMBER_VALUE)
         | ~text.str.contains(_OPENS)
         | ~text.str.contains(_CLOSES)

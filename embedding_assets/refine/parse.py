@@ -12,6 +12,7 @@ import polars as pl
 
 from embedding_assets.contracts.model import Contract, FieldSpec
 from embedding_assets.core.strict_yaml import StrictYAMLError, load_strict
+from embedding_assets.ingest.stream import REJECTED
 from embedding_assets.refine.extract import extract_html, extract_pdf
 
 BOM = "\ufeff"
@@ -44,6 +45,8 @@ def parse_record(
             return {}, [f"invalid_json: {exc.msg} at column {exc.colno}"]
         if not isinstance(value, dict):
             return {}, [f"not_an_object: a JSON {type(value).__name__} is not a record"]
+        if REJECTED in value:  # a streamed message that could not land as it was: its reason
+            return {}, [str(value[REJECTED])]
         if "\\u" in text and _lone_surrogate(value):
             return {}, [f"invalid_json: {_HALF_SURROGATE}"]
         return value, []
