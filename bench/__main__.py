@@ -18,7 +18,7 @@ from bench.common import machine
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = (
     "embed_stage", "incremental", "datapath", "index", "orchestration", "daemon", "canary", "maintenance", "scale",
-    "int8", "serve", "gpu", "peer", "index_real",
+    "int8", "serve", "gpu", "peer", "index_real", "stream",
 )  # fmt: skip
 
 
@@ -105,6 +105,10 @@ def main() -> int:
             from bench import peer
 
             report[name] = peer.run(args.smoke)
+        elif name == "stream":
+            from bench import stream
+
+            report[name] = stream.run(args.smoke)
         report[name]["section_s"] = round(time.perf_counter() - started, 1)
         report[name]["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         print(json.dumps(report[name], indent=2), flush=True)
@@ -313,6 +317,12 @@ def render(report: dict[str, Any]) -> str:
     from bench.peer import render as render_peer
 
     lines += render_peer(report)
+    st = report.get("stream")
+    if st:
+        lines.append(
+            f"| 14 stream | skipped | {st['skipped']} | |" if "skipped" in st else
+            f"| 14 stream | message published on NATS → searchable, p50 / p95 / max over {st['searchable']} of {st['messages']} messages at {st['rate_per_s']}/s, {st['micro_batches']} micro-batches, {st['model']} | **{st['lag_p50_s']} / {st['lag_p95_s']} / {st['lag_max_s']} s** | |"
+        )  # fmt: skip
     if x:
         lines += ["", "### Index sweep (section 4): every setting measured", ""]
         lines += [
