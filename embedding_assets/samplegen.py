@@ -243,7 +243,7 @@ def _product(rng: random.Random, number: int, batch: str) -> dict:
     generation = 1 + number // len(PRODUCTS)
     features = rng.sample([s[0].lower() for s in SECTION_TOPICS], 3)
     return {
-        "sku": f"LH-{category[:3].upper()}-{number:03d}",
+        "sku": _sku(number),
         "name": f"{product} Gen {generation}",
         "category": category,
         "price_eur": f"{rng.randrange(19, 349)}.{rng.choice(['00', '50', '99'])}",
@@ -288,7 +288,7 @@ def generate(root: Path, sizes: SampleSizes = SampleSizes(), seed: int = 7) -> d
         counts["helpdesk"] += _write_tickets(root, rng, batch, _numbers(sizes.tickets, index), edits)
         counts["catalog"] += _write_products(root, rng, batch, _numbers(sizes.products, index), edits)
         counts["guides"] += _write_guides(root, rng, batch, _numbers(sizes.guides, index), edits)
-    return counts | _write_formats(root, seed)
+    return counts | _write_formats(root, seed) | {"storefront": _write_storefront(root, seed)}
 
 
 def _numbers(per_batch: tuple[int, ...], index: int) -> range:
@@ -482,6 +482,52 @@ def _pdf_file(objects: list[str]) -> bytes:
     trailer = f"<< /Size {len(objects) + 1} /Root 1 0 R /Info {len(objects)} 0 R >>"
     out.write(f"trailer\n{trailer}\nstartxref\n{xref}\n%%EOF\n".encode())
     return out.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# The web shop's product feed (storefront, JSON Lines), fused with the catalogue into product
+# entities: it names products its own way (lower-case SKUs, marketing titles), prices them, and
+# disagrees with the catalogue on purpose. Its own random generator, as above.
+# --------------------------------------------------------------------------------------------------
+
+BLURBS = [
+    "Our best seller, now with free shipping.",
+    "Rated five stars by owners for its quiet operation.",
+    "Works with every Lumen Home hub and the app.",
+    "Back in stock: order before noon for next-day delivery.",
+]
+
+
+def _shop_row(rng: random.Random, number: int, batch: str) -> dict:
+    category, product, _ = PRODUCTS[number % len(PRODUCTS)]
+    generation = 1 + number // len(PRODUCTS)
+    return {
+        "sku": _sku(number).lower(),
+        "title": f"{product} (generation {generation}) | Lumen Home shop",
+        "blurb": f"The {product} gen {generation}. {rng.choice(BLURBS)}",
+        "price": float(f"{rng.randrange(19, 349)}.{rng.choice(['00', '49', '99'])}"),
+        "status": "listed",
+        "updated_at": _ts(rng, batch),
+    }
+
+
+def _sku(number: int) -> str:
+    return f"LH-{PRODUCTS[number % len(PRODUCTS)][0][:3].upper()}-{number:03d}"
+
+
+def _write_storefront(root: Path, seed: int) -> int:
+    """Batch one: forty catalogue products, product 42 (which the catalogue retires later) and five
+    only the shop sells. Batch two: product 3 renamed and repriced, product 7 delisted."""
+    rng = random.Random(seed * 31 + 2)
+    first = [_shop_row(rng, n, BATCHES[0]) for n in [*range(1, 41), 42, *range(201, 206)]]
+    renamed = _shop_row(rng, 3, BATCHES[1]) | {"title": "Smart plug, renamed by the shop", "price": 49.0}
+    delisted = {"sku": _sku(7).lower(), "status": "delisted", "updated_at": _ts(rng, BATCHES[1])}
+    for batch, rows in ((BATCHES[0], first), (BATCHES[1], [renamed, delisted])):
+        _write(
+            root / "landing" / "storefront" / batch / "feed.jsonl",
+            "".join(json.dumps(r) + "\n" for r in rows),
+        )
+    return len(first) + 2
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ from pathlib import Path
 import polars as pl
 
 from embedding_assets.contracts.load import load_contracts
-from embedding_assets.contracts.model import Contract, metadata_fields
+from embedding_assets.contracts.model import Contract
 from embedding_assets.core.hashing import frame_hash
+from embedding_assets.core.lake import Lake
 from embedding_assets.embed.embedder import bundled_tokenizer
+from embedding_assets.gold.assemble import assemble
 from embedding_assets.gold.chunking import Chunker, ChunkerSettings, chunk_documents
-from embedding_assets.gold.documents import union_documents, with_metadata_columns
 from embedding_assets.ingest import bronze as bronze_lib
 from embedding_assets.ingest.landing import read_raw_batch
 from embedding_assets.refine.silver import bronze_to_silver
@@ -25,12 +26,12 @@ from embedding_assets_tests.conftest import SAMPLE
 from embedding_assets_tests.malformed import write_fixture
 
 PINNED = {
-    "gold/chunks/2026-11-01": "c4fb1ea2a9359049631344e95795654a50bf9a715f1e31cee77c264f1f4baa67",
-    "gold/chunks/2026-11-08": "c65fcba26ca8d3d43a909e539497aef72142d2cc44996be39230466fba1b6f6c",
+    "gold/chunks/2026-11-01": "3b5d3d653269cff3e4f525eaa59c61de1f055fdf8fbbe7f6a8aa65bdd16caad7",
+    "gold/chunks/2026-11-08": "95b52b4416ff58e95d6854004e698e768e6a6629b42d9d91bdd3d3796254ae70",
     "gold/chunks/2026-11-15": "62cfebf6f13ab09e8f7e2d22420ba49200ddda90bd040329816fc3e5e2fa46c4",
-    "gold/documents/2026-11-01": "0f811bbf0af37f995ffaed4484a7c60f57e94f902c0205993da8e2a3a81b605b",
-    "gold/documents/2026-11-08": "c605bfb816864a7b9a24e3a484ab5862e0299081c5ae20e6e8fa1363e9d70bfa",
-    "gold/documents/2026-11-15": "1b79552f033d529b4e8bfa64e39c0c3d17df15fbe4484eda3868f89d853eaf9a",
+    "gold/documents/2026-11-01": "e29f238392d581eb28645d8da1736a371136eafb4f855da027e41846d10b8371",
+    "gold/documents/2026-11-08": "73dee5d71b30153692848ba8eabb97fe0e4441ecff7728f7c122a4c9389f599e",
+    "gold/documents/2026-11-15": "92fb2ba1fbab9dee7755430d288f91886f223824574933c0fdc14cade156ecd0",
     "quarantine/catalog/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/catalog/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/guides/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
@@ -41,6 +42,8 @@ PINNED = {
     "quarantine/kb/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/manuals/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/manuals/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/storefront/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
+    "quarantine/storefront/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/tickets/2026-11-15": "9dacd448b302c8035d6f422e1f11ce2396ca790469735a315d2c960671b66f0e",
     "silver/catalog/2026-11-01": "4f99f04b70655f9d733fbf7ef8ba005ac99db1cdadd4058bfe775de737b5f394",
     "silver/catalog/2026-11-08": "c802275578791901595df42f84270fba9feb65ec7c162834aecefb3f640128e2",
@@ -52,6 +55,8 @@ PINNED = {
     "silver/kb/2026-11-08": "8f58382b833dd883f5cb7836270dffd14ad77762378657834ae3fa777500bb13",
     "silver/manuals/2026-11-01": "d7a1eb262ac1c00114d418393eddf5d1eca677c0f945e314f795764aad401ab8",
     "silver/manuals/2026-11-08": "d43dd732059791feba4760d26e6334a5660f574b03effc03c2db453012be46e9",
+    "silver/storefront/2026-11-01": "c7db46d96b44074f77eb45ddcc0304a82e137eb42b6c6d28166c7872d794e586",
+    "silver/storefront/2026-11-08": "a20d9049ed76d40c6b9a49e515a981c41d479d8ae161f2bd23f79e84a816de59",
     "silver/tickets/2026-11-15": "1d4dccf4dc107e9fc73ce482df7f0b57442b50d1f198edcf47ed4e6e474a94ba",
 }
 
@@ -65,14 +70,15 @@ def content(frame: pl.DataFrame) -> str:
     return frame_hash(frame, frame.columns, sort_by=order)
 
 
-def batch_outputs(contracts: dict[str, Contract], landing: Path, batch: str) -> dict[str, str]:
-    silver_frames, out = [], {}
+def batch_outputs(contracts: dict[str, Contract], landing: Path, batch: str, lake: Lake) -> dict[str, str]:
+    silvers, out = {}, {}
     for source in sorted(contracts):
         folder = landing / source / batch
-        if not folder.is_dir():
-            continue
         contract = contracts[source]
-        landed = read_raw_batch(contract, folder)
+        landed = read_raw_batch(contract, folder if folder.is_dir() else landing / "missing")
+        if not folder.is_dir():
+            silvers[source] = bronze_to_silver(contract, landed.records, batch).silver
+            continue
         rows = bronze_lib.new_delivery(
             landed.records, source=source, batch=batch, fmt=contract.format, delivery=landed.content_hash,
             existing=pl.DataFrame(schema=bronze_lib.BRONZE_SCHEMA), now=datetime(2026, 12, 1, tzinfo=UTC),
@@ -82,8 +88,9 @@ def batch_outputs(contracts: dict[str, Contract], landing: Path, batch: str) -> 
         assert result.accounted
         out[f"silver/{source}/{batch}"] = content(result.silver)
         out[f"quarantine/{source}/{batch}"] = content(result.rejected)
-        silver_frames.append(result.silver)
-    documents = with_metadata_columns(union_documents(silver_frames), metadata_fields(contracts))
+        lake.overwrite_batch(f"silver/{source}", result.silver, batch)  # entities read earlier batches
+        silvers[source] = result.silver
+    documents = assemble(lake, contracts, silvers, batch).documents
     sectioned = frozenset(s for s, c in contracts.items() if c.format == "markdown")
     chunker = Chunker(bundled_tokenizer(), ChunkerSettings(), "pinned", sectioned)
     chunks = chunk_documents(documents, chunker, model="m")
@@ -96,9 +103,10 @@ def all_outputs(tmp_path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     sample = load_contracts(SAMPLE / "contracts")
     for batch in ("2026-11-01", "2026-11-08"):
-        out |= batch_outputs(sample, SAMPLE / "landing", batch)
+        out |= batch_outputs(sample, SAMPLE / "landing", batch, Lake(str(tmp_path / "lake")))
     write_fixture(tmp_path)
-    out |= batch_outputs(load_contracts(tmp_path / "contracts"), tmp_path / "landing", "2026-11-15")
+    fixture = load_contracts(tmp_path / "contracts")
+    out |= batch_outputs(fixture, tmp_path / "landing", "2026-11-15", Lake(str(tmp_path / "fixture-lake")))
     return out
 
 

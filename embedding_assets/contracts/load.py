@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedding_assets.contracts.entity import read_entities
 from embedding_assets.contracts.model import (
     PII_KINDS,
     RESERVED_COLUMNS,
@@ -16,6 +17,7 @@ from embedding_assets.contracts.model import (
     DeletedMarker,
     DriftRules,
     FieldSpec,
+    Member,
     Migration,
     MigrationStep,
     PiiRules,
@@ -87,6 +89,7 @@ def parse_contract(raw: Any, path: Path) -> Contract:
         quality=_quality(raw.get("quality") or {}),
         pii=PiiRules({**dict.fromkeys(PII_KINDS, "mask"), **(raw.get("pii") or {})}),
         stream=_stream(raw.get("stream"), source),
+        member=_member(raw.get("entity")),
         snapshot=bool(snapshot.get("enabled", True)),
         max_snapshot_delete_rate=float(snapshot.get("max_delete_rate", 0.5)),
         version_field=raw.get("version_field"),
@@ -95,6 +98,16 @@ def parse_contract(raw: Any, path: Path) -> Contract:
     )
     _check_references(contract, path)
     return contract
+
+
+def _member(raw: Mapping[str, Any] | None) -> Member | None:
+    if not raw:
+        return None
+    return Member(
+        str(raw["name"]),
+        {str(k): str(v) for k, v in (raw.get("fields") or {}).items()},
+        raw.get("key_case", ""),
+    )
 
 
 def _stream(raw: Mapping[str, Any] | None, source: str) -> StreamSpec | None:
@@ -202,13 +215,16 @@ def read_contracts(contracts_dir: Path) -> ContractSet:
             problems[path.stem] = str(exc).splitlines()[0]
         else:
             good[contract.source] = contract
+    good, held = read_entities(contracts_dir, good)
     metadata_fields(good)  # metadata types must agree across sources
-    return ContractSet(good, problems)
+    return ContractSet(good, {**problems, **held})
 
 
 def contract_version(contract: Contract) -> str:
-    """Hash of the contract file: a changed contract re-runs silver for every batch."""
-    return hashlib.sha256(contract.path.read_bytes()).hexdigest()
+    """Hash of the contract file (and of its entity's file): a changed contract re-runs silver for
+    every batch, a changed entity rebuilds gold."""
+    files = [contract.path, *([contract.entity.path] if contract.entity else [])]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 def load_contracts(contracts_dir: Path) -> dict[str, Contract]:

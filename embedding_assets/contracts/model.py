@@ -68,6 +68,47 @@ class Migration:
     steps: tuple[MigrationStep, ...]
 
 
+FUSION_RULES = ("priority", "first_non_null", "recency")
+
+
+@dataclass(frozen=True)
+class Member:
+    """How a source maps onto an entity: its id is the entity key (compared in ``key_case``, upper
+    or lower, where sources write keys differently), and ``fields`` maps entity field -> its field."""
+
+    entity: str
+    fields: Mapping[str, str]
+    key_case: str = ""
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How an entity field is chosen among its sources' rows (see :mod:`embedding_assets.gold.fusion`)."""
+
+    rule: str = "priority"
+    priority: tuple[str, ...] = ()  # this field's own source order (default: the entity's)
+
+
+@dataclass(frozen=True)
+class Entity:
+    """``data/contracts/entities/<name>.yaml``: one gold document per entity, fused from the rows its
+    member sources hold about it, field by field."""
+
+    name: str
+    path: Path
+    sources: tuple[str, ...]  # priority order, highest first
+    members: Mapping[str, Member]
+    fields: Mapping[str, FieldRule]
+    types: Mapping[str, str]  # entity field -> contract type, as its sources declare it
+    title: str | None = None
+    text: tuple[str, ...] = ()
+    metadata: tuple[str, ...] = ()
+    owner: str | None = None
+
+    def order(self, field: str) -> tuple[str, ...]:
+        return self.fields[field].priority or self.sources
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """A NATS JetStream stream the source is consumed from, in micro-batches into the landing zone:
@@ -149,6 +190,8 @@ class Contract:
     quality: QualityRules = field(default_factory=QualityRules)
     pii: PiiRules = field(default_factory=PiiRules)
     stream: StreamSpec | None = None  # consumed from NATS JetStream (format jsonl)
+    member: Member | None = None  # this source's rows are fused into an entity
+    entity: Entity | None = None  # that entity, once its file is read
     snapshot: bool = False  # each batch is the full set: a document missing from it is deleted
     max_snapshot_delete_rate: float = 0.5  # a snapshot deleting more than this share is held back
     version_field: str | None = None  # a record field that names the record's contract version
@@ -221,4 +264,14 @@ def metadata_fields(contracts: Mapping[str, Contract]) -> dict[str, MetadataFiel
             if name not in found or found[name].default is None:
                 found[name] = MetadataField(name, spec.type, spec.default)
                 owner[name] = contract.source
+        entity = contract.entity
+        for name in entity.metadata if entity else ():
+            kind = entity.types[name]  # type: ignore[union-attr]
+            if name in found and found[name].type != kind:
+                raise field_error(
+                    entity.path, f"metadata.{name}",  # type: ignore[union-attr]
+                    f"metadata '{name}' is {kind} here but {found[name].type} in {owner[name]}'s contract",
+                )  # fmt: skip
+            found.setdefault(name, MetadataField(name, kind))
+            owner.setdefault(name, f"entity {entity.name}")  # type: ignore[union-attr]
     return dict(sorted(found.items()))

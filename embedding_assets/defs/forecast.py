@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from embedding_assets.contracts.model import Contract, metadata_fields
+from embedding_assets.contracts.model import Contract
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs import embed as embed_defs
 from embedding_assets.defs import index as index_defs
@@ -25,7 +25,6 @@ from embedding_assets.defs.gold import (
     DOCUMENTS_CODE,
     GOLD_DOC_SCHEMA,
     documents_consumes,
-    tombstones_of,
 )
 from embedding_assets.defs.keys import (
     EMBEDDINGS,
@@ -42,13 +41,12 @@ from embedding_assets.defs.silver import SILVER_CODE, silver_consumes
 from embedding_assets.defs.sync import Options, model_runs_now, requests_now
 from embedding_assets.embed.encode import CACHE_SCHEMA, embeddings_version
 from embedding_assets.embed.registry import ModelSpec
+from embedding_assets.gold.assemble import assemble, silver_schema
 from embedding_assets.gold.chunking import CHUNK_SCHEMA, Chunker, chunk_documents, chunks_version
-from embedding_assets.gold.documents import union_documents, with_metadata_columns
 from embedding_assets.ingest import bronze as bronze_lib
 from embedding_assets.ingest.landing import EMPTY_HASH, read_raw_batch, scan_landing
 from embedding_assets.memo import EARLIER, MISSING, decide, earlier_version
 from embedding_assets.refine.silver import bronze_to_silver, documents_version, quarantine_version
-from embedding_assets.refine.tables import SILVER_SCHEMA
 
 ASSUMED_CHUNKS_PER_S = {"cpu": 50.0, "cuda": 1500.0}
 
@@ -134,7 +132,7 @@ class Predictor:
             rows = bronze_lib.as_raw_records(bronze_lib.latest_delivery(existing))
         keys = [layer_key("quarantine", source), layer_key("silver", source)]
         if not self.judge(keys, SILVER_CODE, silver_consumes(source)):
-            return self.lake.read_batch(f"silver/{source}", batch, SILVER_SCHEMA)
+            return self.lake.read_batch(f"silver/{source}", batch, silver_schema(contract))
         result = bronze_to_silver(contract, rows, batch)
         self.versions[keys[1].to_user_string()] = documents_version(result.silver)
         self.versions[keys[0].to_user_string()] = quarantine_version(result.rejected)
@@ -143,12 +141,7 @@ class Predictor:
     def documents(self, contracts: dict[str, Contract], silvers: dict[str, pl.DataFrame]) -> pl.DataFrame:
         if not self.judge([GOLD_DOCUMENTS], DOCUMENTS_CODE, documents_consumes(contracts)):
             return self.lake.read_batch("gold/documents", self.batch, GOLD_DOC_SCHEMA)
-        tombstones = [
-            tombstones_of(self.lake, c, silvers[s], self.batch)[0] for s, c in contracts.items() if c.snapshot
-        ]
-        documents = with_metadata_columns(
-            union_documents([*silvers.values(), *tombstones]), metadata_fields(contracts)
-        )
+        documents = assemble(self.lake, contracts, silvers, self.batch).documents
         self.versions[GOLD_DOCUMENTS.to_user_string()] = documents_version(documents)
         return documents
 

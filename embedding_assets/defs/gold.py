@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from embedding_assets.contracts.model import Contract, metadata_fields
+from embedding_assets.contracts.model import Contract
 from embedding_assets.core.faults import fault_point
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs.bronze import STEP_RETRY
@@ -22,43 +22,25 @@ from embedding_assets.defs.keys import (
 )
 from embedding_assets.defs.memo import Consumes, Memo, consumed_versions
 from embedding_assets.defs.resources import CHUNKER_SETTINGS, MODEL_SETTINGS, PipelineResource, contract_key
+from embedding_assets.gold.assemble import Assembled, assemble, silver_schema
 from embedding_assets.gold.chunking import CHUNK_SCHEMA, Chunker, chunk_documents, chunks_version
-from embedding_assets.gold.documents import (
-    GOLD_DOCUMENT_COLUMNS,
-    latest_documents,
-    snapshot_tombstones,
-    union_documents,
-    with_metadata_columns,
-)
+from embedding_assets.gold.documents import GOLD_DOC_SCHEMA
 from embedding_assets.refine.report import CheckOutcome
 from embedding_assets.refine.silver import documents_version
-from embedding_assets.refine.tables import SILVER_SCHEMA
 
-GOLD_DOC_SCHEMA = pl.Schema({c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS})
-DOCUMENTS_CODE, CHUNKS_CODE = "gold-documents-1", "gold-chunks-2"  # chunks 2: Markdown split by sections
-
-
-def tombstones_of(
-    lake: Lake, contract: Contract, current: pl.DataFrame, batch: str
-) -> tuple[pl.DataFrame, str]:
-    """A snapshot source's deletions implied by this batch, and the problem if there are too many."""
-    earlier = lake.read(f"silver/{contract.source}", SILVER_SCHEMA, pl.col("batch") < batch)
-    found = snapshot_tombstones(current, earlier, batch)
-    live_before = latest_documents(earlier).filter(~pl.col("deleted")).height
-    limit = contract.max_snapshot_delete_rate
-    if found.height and found.height > limit * live_before:
-        return found, (
-            f"{contract.source}: the snapshot deletes {found.height} of {live_before} documents "
-            f"(more than max_delete_rate {limit:.0%})"
-        )
-    return found, ""
+DOCUMENTS_CODE, CHUNKS_CODE = (
+    "gold-documents-2",
+    "gold-chunks-2",
+)  # 2: entities fused with provenance; Markdown split by sections
 
 
 def documents_consumes(contracts: dict[str, Contract]) -> Consumes:
+    """Every source's silver of the batch; and of every earlier batch, a snapshot source's (what
+    its snapshot no longer lists) and an entity member's (the newest row of an entity it touches)."""
     return Consumes(
         assets=tuple(layer_key("silver", s) for s in contracts),
         settings=tuple(contract_key(s) for s in contracts),  # their metadata fields are gold's columns
-        earlier=tuple(layer_key("silver", s) for s, c in contracts.items() if c.snapshot),
+        earlier=tuple(layer_key("silver", s) for s, c in contracts.items() if c.snapshot or c.entity),
     )
 
 
@@ -75,7 +57,6 @@ def held_back(lake: Lake, held: Sequence[str], batch: str) -> str:
 
 
 def gold_documents_asset(contracts: dict[str, Contract], held: Sequence[str] = ()) -> dg.AssetsDefinition:
-    snapshots = [s for s, c in contracts.items() if c.snapshot]
     consumes = documents_consumes(contracts)
 
     @dg.asset(
@@ -99,8 +80,9 @@ def gold_documents_asset(contracts: dict[str, Contract], held: Sequence[str] = (
     )
     @classified
     def gold_documents(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[Any]:
-        """One row per document of the batch, all sources unioned, doc ids namespaced by source; for
-        snapshot sources, a tombstone for each earlier document the snapshot lacks."""
+        """One row per document of the batch: each source's own, doc ids namespaced by source, and
+        each entity's, fused field by field from its sources; for snapshot sources, a tombstone for
+        each earlier document the snapshot lacks."""
         lake, batch = pipeline.lake(), context.partition_key
         versions = pipeline.setting_versions(contracts)
         memo = Memo(context, consumed_versions(context.instance, consumes, batch, versions))
@@ -110,31 +92,31 @@ def gold_documents_asset(contracts: dict[str, Contract], held: Sequence[str] = (
             return
         if why := held_back(lake, held, batch):
             raise dg.Failure(why, allow_retries=False)
-        silvers = {s: lake.read_batch(f"silver/{s}", batch, SILVER_SCHEMA) for s in contracts}
-        found = [tombstones_of(lake, contracts[s], silvers[s], batch) for s in snapshots]
-        documents = with_metadata_columns(
-            union_documents([*silvers.values(), *(t for t, _ in found)]), metadata_fields(contracts)
-        )
-        written = lake.overwrite_batch("gold/documents", documents, batch)
+        silvers = {s: lake.read_batch(f"silver/{s}", batch, silver_schema(c)) for s, c in contracts.items()}
+        built = assemble(lake, contracts, silvers, batch)
+        written = lake.overwrite_batch("gold/documents", built.documents, batch)
         fault_point("gold.after_write")
-        problems = [p for _, p in found if p]
-        deletions = sum(t.height for t, _ in found)
         check = CheckOutcome(
-            "snapshot_deletions", not problems, True, "\n".join(problems) or f"{deletions} snapshot deletions",
-            {"snapshot_deletions": float(deletions)},
+            "snapshot_deletions", not built.problems, True,
+            "\n".join(built.problems) or f"{built.deletions} snapshot deletions", {"snapshot_deletions": float(built.deletions)},
         )  # fmt: skip
-        metadata = {
-            "dagster/row_count": documents.height,
-            "deleted": int(documents["deleted"].sum()),
-            "snapshot_deletions": deletions,
-            "by_source": dg.MetadataValue.json(
-                dict(documents.group_by("source").len().sort("source").iter_rows())
-            ),
-            "delta_version": written.version,
-        }
-        yield from memo.built(GOLD_DOCUMENTS, documents_version(documents), metadata, decision, [check])
+        metadata = documents_metadata(built) | {"delta_version": written.version}
+        yield from memo.built(GOLD_DOCUMENTS, documents_version(built.documents), metadata, decision, [check])
 
     return gold_documents
+
+
+def documents_metadata(built: Assembled) -> dict[str, Any]:
+    documents = built.documents
+    return {
+        "dagster/row_count": documents.height,
+        "deleted": int(documents["deleted"].sum()),
+        "snapshot_deletions": built.deletions,
+        "entities": int(documents["provenance"].is_not_null().sum()),
+        "by_source": dg.MetadataValue.json(
+            dict(documents.group_by("source").len().sort("source").iter_rows())
+        ),
+    }
 
 
 CHUNKS_CONSUMES = Consumes(shape="batch_model", batch_assets=(GOLD_DOCUMENTS,), settings=(CHUNKER_SETTINGS,))

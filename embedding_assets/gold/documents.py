@@ -12,14 +12,27 @@ from embedding_assets.refine.parse import as_text, typed_expr
 from embedding_assets.refine.tables import SILVER_SCHEMA
 
 GOLD_DOCUMENT_COLUMNS = [c for c in SILVER_SCHEMA if not c.startswith("_") and c != "near_duplicate_of"]
+# An entity's document says where each field came from (JSON: field -> source, batch, row hash and
+# update time); a source's own document has none.
+GOLD_DOC_SCHEMA = pl.Schema(
+    {**{c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS}, "provenance": pl.String()}
+)
 
 
-def union_documents(silver_frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """gold/documents for one batch: every source's silver rows, ids already namespaced by source."""
-    frames = [f.select(GOLD_DOCUMENT_COLUMNS) for f in silver_frames if f.height]
-    if not frames:
-        return pl.DataFrame(schema={c: SILVER_SCHEMA[c] for c in GOLD_DOCUMENT_COLUMNS})
-    return pl.concat(frames, how="vertical").sort("doc_id")
+def union_documents(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """gold/documents for one batch: every source's silver rows and every entity's fused rows, ids
+    already namespaced by source or entity."""
+    found = [
+        f.select(
+            pl.col(c) if c in f.columns else pl.lit(None, dtype=t).alias(c)
+            for c, t in GOLD_DOC_SCHEMA.items()
+        )
+        for f in frames
+        if f.height
+    ]
+    if not found:
+        return pl.DataFrame(schema=GOLD_DOC_SCHEMA)
+    return pl.concat(found, how="vertical_relaxed").cast(GOLD_DOC_SCHEMA).sort("doc_id")  # type: ignore[arg-type]
 
 
 def with_metadata_columns(frame: pl.DataFrame, fields: Mapping[str, MetadataField]) -> pl.DataFrame:

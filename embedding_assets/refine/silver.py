@@ -422,26 +422,31 @@ def _canonical(contract: Contract, good: pl.DataFrame, batch: str) -> pl.DataFra
     )
     base = [c for c in SILVER_SCHEMA]
     return (
-        out.with_columns(_content_hashes(out))
+        out.with_columns(content_hashes(out))
         .select([*base, *(c.meta.output_name() for c in typed_fields)])
         .cast(SILVER_SCHEMA)  # type: ignore[arg-type]
     )
 
 
 def _metadata_json(contract: Contract, good: pl.DataFrame) -> pl.Series:
-    """The contract's metadata fields of each row as sorted-key JSON (``{}`` when it has none),
-    exactly as ``json.dumps(..., sort_keys=True, default=str, ensure_ascii=False)`` writes it."""
+    """The contract's metadata fields of each row as sorted-key JSON (``{}`` when it has none)."""
     meta_cols = list(contract.metadata)
     if not meta_cols:
         return pl.Series("metadata", ["{}"] * good.height, dtype=pl.String)
-    values = good.select(pl.col(f"typed::{m}").alias(m) for m in meta_cols)
+    return metadata_json(good.select(pl.col(f"typed::{m}").alias(m) for m in meta_cols))
+
+
+def metadata_json(values: pl.DataFrame) -> pl.Series:
+    """Each row of ``values`` (a column per metadata field, typed) as sorted-key JSON, exactly as
+    ``json.dumps(..., sort_keys=True, default=str, ensure_ascii=False)`` writes it."""
     if all(_json_exact(dtype) for dtype in values.dtypes):
         return _metadata_json_columns(values)
     # One encoder for the batch: json.dumps with options builds a new one per call.
     encode = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False).encode
+    names = values.columns
     return pl.Series(
         "metadata",
-        [encode(dict(zip(meta_cols, row, strict=True))) for row in values.iter_rows()],
+        [encode(dict(zip(names, row, strict=True))) for row in values.iter_rows()],
         dtype=pl.String,
     )
 
@@ -474,7 +479,7 @@ def _updated_expr(contract: Contract) -> pl.Expr:
     return datetime_expr(pl.col(f"raw::{contract.updated_at}"))
 
 
-def _content_hashes(out: pl.DataFrame) -> pl.Series:
+def content_hashes(out: pl.DataFrame) -> pl.Series:
     """sha256 of title, text, metadata and the deleted flag (a null as NUL): what
     :func:`sha256_text` gives for those four parts, from one joined string per row."""
     parts = [pl.col("title"), pl.col("text"), pl.col("metadata"), pl.col("deleted").cast(pl.String)]

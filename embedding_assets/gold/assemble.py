@@ -1,0 +1,106 @@
+"""gold/documents of one batch, from every source's silver rows of the batch: a source's own
+documents, a snapshot source's tombstones, and each entity fused from its member sources (their
+rows of the batch and, for the entities those rows touch, each member's newest row before it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+from embedding_assets.contracts.model import PL_TYPES, Contract, Entity, metadata_fields
+from embedding_assets.core.lake import Lake
+from embedding_assets.gold.documents import (
+    latest_documents,
+    snapshot_tombstones,
+    union_documents,
+    with_metadata_columns,
+)
+from embedding_assets.gold.fusion import fuse, member_rows
+from embedding_assets.refine.tables import FIELD_PREFIX, SILVER_SCHEMA
+
+
+@dataclass(frozen=True)
+class Assembled:
+    documents: pl.DataFrame
+    deletions: int  # snapshot tombstones
+    problems: list[str]  # snapshots that would delete more than their contract allows
+
+
+def silver_schema(contract: Contract) -> pl.Schema:
+    """A source's silver table: the documents' columns, and every contract field typed (f_<name>)."""
+    typed = {f"{FIELD_PREFIX}{n}": PL_TYPES[spec.type] for n, spec in contract.fields.items()}
+    return pl.Schema({**SILVER_SCHEMA, **typed})
+
+
+def entities_of(contracts: Mapping[str, Contract]) -> dict[str, Entity]:
+    return {c.entity.name: c.entity for c in contracts.values() if c.entity is not None}
+
+
+def assemble(
+    lake: Lake, contracts: Mapping[str, Contract], silvers: Mapping[str, pl.DataFrame], batch: str
+) -> Assembled:
+    """The batch's gold documents, with every metadata field as a column. ``silvers``: each
+    source's silver rows of the batch (a member's with its ``f_`` columns)."""
+    tombstones = {s: tombstones_of(lake, c, silvers[s], batch) for s, c in contracts.items() if c.snapshot}
+    entities = entities_of(contracts)
+    members = {s for e in entities.values() for s in e.sources}
+    current = {
+        s: pl.concat([silvers[s], tombstones[s][0]], how="diagonal_relaxed")
+        if s in tombstones
+        else silvers[s]
+        for s in contracts
+    }
+    own = [current[s] for s in contracts if s not in members]
+    fused = [fuse_entity(lake, e, contracts, current, batch) for e in entities.values()]
+    documents = with_metadata_columns(union_documents([*own, *fused]), metadata_fields(contracts))
+    problems = [p for _, p in tombstones.values() if p]
+    return Assembled(documents, sum(t.height for t, _ in tombstones.values()), problems)
+
+
+def fuse_entity(
+    lake: Lake,
+    entity: Entity,
+    contracts: Mapping[str, Contract],
+    current: Mapping[str, pl.DataFrame],
+    batch: str,
+) -> pl.DataFrame:
+    """The entity's documents for the keys its members' rows of ``batch`` touch, each fused from
+    every member's newest row up to this batch."""
+    now = {s: member_rows(entity, s, _typed(current[s], contracts[s])) for s in entity.sources}
+    touched = pl.concat([f.select("key") for f in now.values()]).unique()
+    rows = []
+    for source in entity.sources:
+        contract = contracts[source]
+        earlier = lake.read(f"silver/{source}", silver_schema(contract), pl.col("batch") < batch)
+        mapped = member_rows(entity, source, earlier).join(touched, on="key", how="semi")
+        newest = latest_documents(pl.concat([mapped, now[source]]).rename({"key": "doc_id"})).rename(
+            {"doc_id": "key"}
+        )
+        rows.append(newest)
+    return fuse(entity, pl.concat(rows), batch)
+
+
+def _typed(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """``frame`` with every typed field column of the source (null where it lacks one: tombstones)."""
+    schema = silver_schema(contract)
+    return frame.with_columns(
+        pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in frame.columns
+    )
+
+
+def tombstones_of(
+    lake: Lake, contract: Contract, current: pl.DataFrame, batch: str
+) -> tuple[pl.DataFrame, str]:
+    """A snapshot source's deletions implied by this batch, and the problem if there are too many."""
+    earlier = lake.read(f"silver/{contract.source}", SILVER_SCHEMA, pl.col("batch") < batch)
+    found = snapshot_tombstones(current, earlier, batch)
+    live_before = latest_documents(earlier).filter(~pl.col("deleted")).height
+    limit = contract.max_snapshot_delete_rate
+    if found.height and found.height > limit * live_before:
+        return found, (
+            f"{contract.source}: the snapshot deletes {found.height} of {live_before} documents "
+            f"(more than max_delete_rate {limit:.0%})"
+        )
+    return found, ""
