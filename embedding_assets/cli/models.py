@@ -169,6 +169,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_arguments(p: argparse.ArgumentParser) -> None:
+    api = p.add_argument_group("a model behind an OpenAI-compatible API (PATH_OR_ID is its name there)")
+    api.add_argument("--api-base", help="the API's base URL, e.g. https://api.openai.com/v1")
+    api.add_argument("--api-key-env", help="the environment variable that holds the API key")
+    api.add_argument(
+        "--tokenizer", help="a local model folder whose tokenizer chunks for it (default: the bundled one)"
+    )
+    api.add_argument(
+        "--max-tokens", type=int, help="its input limit in that tokenizer's tokens (default: that model's)"
+    )
+    api.add_argument(
+        "--price-per-1k-tokens", type=float, help="what the API charges, for the `sync --dry-run` forecast"
+    )
+
+
 def add_parsers(sub: Any) -> None:
     model = sub.add_parser(
         "model", help="the embedding model registry: list, add, eval, promote, rollback, train"
@@ -191,18 +206,7 @@ def add_parsers(sub: Any) -> None:
         choices=["torch", "int8"],
         help="what runs it: torch (fp32 CPU, fp16 GPU) or int8 on onnxruntime (default: EA_EMBED_BACKEND, else torch)",
     )
-    api = p.add_argument_group("a model behind an OpenAI-compatible API (PATH_OR_ID is its name there)")
-    api.add_argument("--api-base", help="the API's base URL, e.g. https://api.openai.com/v1")
-    api.add_argument("--api-key-env", help="the environment variable that holds the API key")
-    api.add_argument(
-        "--tokenizer", help="a local model folder whose tokenizer chunks for it (default: the bundled one)"
-    )
-    api.add_argument(
-        "--max-tokens", type=int, help="its input limit in that tokenizer's tokens (default: that model's)"
-    )
-    api.add_argument(
-        "--price-per-1k-tokens", type=float, help="what the API charges, for the `sync --dry-run` forecast"
-    )
+    _api_arguments(p)
     p.set_defaults(func=cmd_add)
     p = verbs.add_parser("eval", help="canary recall@10, MRR@10 and nDCG@10 per search mode")
     p.add_argument("--name", help="only this model (default: every active one)")

@@ -65,10 +65,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result_json(result, args.explain), ensure_ascii=False, default=str))
             continue
-        print(
-            f"query: {result['query']}  ({args.mode}, k={args.k}; model {result['model']}, index version {result['index_version']}"
-            + (f", as of {args.as_of.isoformat()})" if args.as_of else ")")
-        )
+        print(_heading(result, args))
         if not result["hits"]:
             print("  no hits")
         for rank, hit in enumerate(result["hits"], start=1):
@@ -78,6 +75,14 @@ def cmd_search(args: argparse.Namespace) -> int:
             if args.explain:
                 print(f"     why: {render_lineage(hit['lineage'])}")
     return 0
+
+
+def _heading(result: dict[str, Any], args: argparse.Namespace) -> str:
+    when = f", as of {args.as_of.isoformat()}" if args.as_of else ""
+    return (
+        f"query: {result['query']}  ({args.mode}, k={args.k}; model {result['model']}, "
+        f"index version {result['index_version']}{when})"
+    )
 
 
 def render_lineage(lineage: dict[str, Any]) -> str:

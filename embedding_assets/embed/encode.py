@@ -83,27 +83,21 @@ def encode_resilient(
     """Encode ``texts`` window by window; isolate and record what fails permanently."""
     out = EncodeOutcome(np.full((len(texts), embedder.dimension), np.nan, dtype=np.float32))
 
+    def call(part: list[str]) -> np.ndarray:
+        fault_point("embed.encode", part)
+        return embedder.encode(part)
+
     def attempt(lo: int, hi: int, policy: Backoff) -> None:
-        part = texts[lo:hi]
-
-        def call() -> np.ndarray:
-            fault_point("embed.encode", part)
-            return embedder.encode(part)
-
         try:
-            vectors, attempts = retry(call, policy, give_up_on=FINAL, sleep=sleep)
+            vectors, attempts = retry(lambda: call(texts[lo:hi]), policy, give_up_on=FINAL, sleep=sleep)
             out.retries += attempts - 1
             out.vectors[lo:hi] = vectors
         except EmbedderUnavailable as error:  # not these texts' fault: the whole window waits
-            out.failures.update(
-                {i: EncodeFailure(f"{type(error).__name__}: {error}", 1) for i in range(lo, hi)}
-            )
+            out.failures.update(dict.fromkeys(range(lo, hi), _failure(error)))
         except Exception as error:
             out.retries += getattr(error, "attempts", 1) - 1
             if hi - lo == 1:
-                out.failures[lo] = EncodeFailure(
-                    f"{type(error).__name__}: {error}", getattr(error, "attempts", 1)
-                )
+                out.failures[lo] = _failure(error)
                 return
             # Split: a transient failure already had its retries; halves get one try each until
             # a single text is left, which gets the full retries again.
@@ -118,6 +112,10 @@ def encode_resilient(
     for row in np.flatnonzero(bad):
         out.failures.setdefault(int(row), EncodeFailure("non-finite vector (NaN or infinity)", 1))
     return out
+
+
+def _failure(error: BaseException) -> EncodeFailure:
+    return EncodeFailure(f"{type(error).__name__}: {error}", getattr(error, "attempts", 1))
 
 
 @dataclass(frozen=True)
