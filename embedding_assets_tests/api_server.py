@@ -78,6 +78,7 @@ def _handler(script: Script, embedder: SentenceTransformerEmbedder) -> type[Base
 def embeddings_server(script: Script) -> Iterator[str]:
     """The server on a free loopback port: its base URL (``http://127.0.0.1:<port>/v1``)."""
     embedder = SentenceTransformerEmbedder(DEFAULT_MODEL, device="cpu")
+    embedder.encode(["warm up"])  # loaded before the first request, which a client may time
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script, embedder))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

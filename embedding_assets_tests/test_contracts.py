@@ -9,7 +9,7 @@ from embedding_assets_tests.conftest import SAMPLE
 
 def test_sample_contracts_load() -> None:
     contracts = load_contracts(SAMPLE / "contracts")
-    assert set(contracts) == {"helpdesk", "catalog", "guides"}
+    assert set(contracts) == {"helpdesk", "catalog", "guides", "kb", "manuals", "storefront"}
     helpdesk = contracts["helpdesk"]
     assert helpdesk.format == "jsonl"
     assert helpdesk.id == "ticket_id"

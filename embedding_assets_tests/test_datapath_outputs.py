@@ -26,11 +26,11 @@ from embedding_assets_tests.conftest import SAMPLE
 from embedding_assets_tests.malformed import write_fixture
 
 PINNED = {
-    "gold/chunks/2026-11-01": "3b5d3d653269cff3e4f525eaa59c61de1f055fdf8fbbe7f6a8aa65bdd16caad7",
-    "gold/chunks/2026-11-08": "95b52b4416ff58e95d6854004e698e768e6a6629b42d9d91bdd3d3796254ae70",
+    "gold/chunks/2026-11-01": "7eb88aa682394a5215a235a30cfcc54d057040ed499f502459cec5081a5546b1",
+    "gold/chunks/2026-11-08": "0deea21fb87f0067aec5143b09310dd8e53a4f7c5c523138d6c4e8c60355ea06",
     "gold/chunks/2026-11-15": "62cfebf6f13ab09e8f7e2d22420ba49200ddda90bd040329816fc3e5e2fa46c4",
-    "gold/documents/2026-11-01": "e29f238392d581eb28645d8da1736a371136eafb4f855da027e41846d10b8371",
-    "gold/documents/2026-11-08": "73dee5d71b30153692848ba8eabb97fe0e4441ecff7728f7c122a4c9389f599e",
+    "gold/documents/2026-11-01": "bf3b4480c0e28ec429b25bc16e44e056d0974d7b7ecca833b9f39d34e0ebcbd2",
+    "gold/documents/2026-11-08": "6cee45241da952a06e2460b595c63bf847b0383bc6622edaa95a11da7afa3a36",
     "gold/documents/2026-11-15": "92fb2ba1fbab9dee7755430d288f91886f223824574933c0fdc14cade156ecd0",
     "quarantine/catalog/2026-11-01": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",
     "quarantine/catalog/2026-11-08": "3575cdaa175dc8cb7e539325465bb875f3a9437341be71a3d7a79b52e1f2e464",

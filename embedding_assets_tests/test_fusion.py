@@ -204,7 +204,7 @@ GOOD_ENTITY = (SAMPLE / "contracts" / "entities" / "product.yaml").read_text()
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        (("rule: recency", "rule: loudest"), "field 'fields.description.rule': 'loudest' is not one of"),
+        (("rule: recency", "rule: loudest"), "field 'fields.category.rule': 'loudest' is not one of"),
         (
             ("priority: [storefront, catalog]", "priority: [storefront, warehouse]"),
             "'warehouse' is not a member source",

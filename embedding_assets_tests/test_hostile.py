@@ -129,7 +129,7 @@ def test_a_yaml_bomb_contract_holds_back_its_source_and_the_rest_sync(
     docs_before = pl.read_delta(str(root / "lake" / "gold" / "documents"))
     (root / "contracts" / "guides.yaml").write_text(BOMB)
     found = read_contracts(root / "contracts")
-    assert sorted(found.contracts) == ["catalog", "helpdesk"]
+    assert sorted(found.contracts) == ["catalog", "helpdesk", "kb", "manuals", "storefront"]
     assert "anchors and aliases" in found.problems["guides"] and "\n" not in found.problems["guides"]
     (root / "landing" / "helpdesk" / "2026-11-15").mkdir()
     (root / "landing" / "helpdesk" / "2026-11-15" / "t.jsonl").write_bytes(
@@ -206,7 +206,7 @@ def test_a_redelivery_that_only_fixes_the_csv_header_rebuilds_gold(
     path.write_bytes(swapped + b"\n" + rest)
     assert sync(instance, make_pipeline(root), echo=_quiet).ok
     titles = pl.read_delta(str(root / "lake" / "gold" / "documents")).filter(
-        pl.col("doc_id") == "catalog:LH-KET-001"
+        pl.col("doc_id") == "product:LH-KET-001"  # the catalogue names products (priority)
     )
     assert titles["title"].to_list() == ["kettle"]  # the swapped header, as delivered
     path.write_bytes(good)
@@ -215,7 +215,7 @@ def test_a_redelivery_that_only_fixes_the_csv_header_rebuilds_gold(
         summary.render()
     )
     docs = pl.read_delta(str(root / "lake" / "gold" / "documents")).filter(
-        pl.col("doc_id") == "catalog:LH-KET-001"
+        pl.col("doc_id") == "product:LH-KET-001"  # the catalogue names products (priority)
     )
     assert docs["title"].to_list() == ["Brew Kettle Gen 1"]
 
@@ -310,7 +310,7 @@ def test_search_arguments_give_one_line_and_exit_2(root: Path, instance: dg.Dags
         (["-k", "0"], "between 1 and 1000"),
         (["-k", "-1"], "between 1 and 1000"),
         (["-k", "1001"], "between 1 and 1000"),
-        (["--source", "nosuch"], "catalog, guides, helpdesk"),
+        (["--source", "nosuch"], "guides, helpdesk, kb, manuals, product"),
         (["--where", "nosuch = 1"], "unknown column 'nosuch'"),
         (["--index-version", "-1"], "--index-version must be between 1 and"),
     ]:

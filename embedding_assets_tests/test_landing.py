@@ -25,7 +25,7 @@ def test_scan_hashes_each_source_batch_and_refuses_bad_folders(root: Path) -> No
     contracts = load_contracts(root / "contracts")
     scan = scan_landing(root / "landing", contracts)
     assert scan.batch_names == ["2026-11-01", "2026-11-08"]
-    assert len(scan.batches) == 6
+    assert len(scan.batches) == 12  # six sources, two batches each
     assert len(scan.rejected) == 2
     assert all("refused batch folder" in line for line in scan.rejected)
     before = scan.hashes()

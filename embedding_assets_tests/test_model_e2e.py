@@ -317,9 +317,9 @@ def test_serve_answers_as_the_cli_does_and_refuses_bad_parameters(
         status, answer = _get(f"{url}/search?{urlencode({'q': query, 'k': 5, 'mode': mode})}")
         assert status == 200
         assert answer == _search(env, query, "--mode", mode), mode  # the CLI's JSON, exactly
-    status, only = _get(f"{url}/search?{urlencode({'q': query, 'source': 'catalog'})}")
+    status, only = _get(f"{url}/search?{urlencode({'q': query, 'source': 'product'})}")
     assert status == 200 and len(only["hits"]) == 10  # type: ignore[arg-type]
-    assert {h["source"] for h in only["hits"]} == {"catalog"}  # type: ignore[attr-defined]
+    assert {h["source"] for h in only["hits"]} == {"product"}  # type: ignore[attr-defined]
 
     for params, says in [
         ({"q": query, "k": 0}, "greater than or equal to 1"),
@@ -328,7 +328,10 @@ def test_serve_answers_as_the_cli_does_and_refuses_bad_parameters(
         ({"q": ""}, "at least 1 character"),
         ({"q": "   "}, "should match pattern"),
         ({}, "Field required"),
-        ({"q": query, "source": "nope"}, "unknown source 'nope'; the index holds: catalog, guides, helpdesk"),
+        (
+            {"q": query, "source": "nope"},
+            "unknown source 'nope'; the index holds: guides, helpdesk, kb, manuals, product",
+        ),
     ]:
         status, refused = _get(f"{url}/search?{urlencode(params)}")
         assert status == 422 and says in json.dumps(refused), (params, refused)

@@ -10,8 +10,8 @@ which priority, and the rule that picks each field. A source joins an entity in 
     metadata: [category, price_eur]
     fields:
       name: {rule: priority}
-      description: {rule: recency}
-      category: {rule: first_non_null}
+      description: {rule: first_non_null}
+      category: {rule: recency}
       price_eur: {rule: priority, priority: [storefront, catalog]}
 
 A broken entity file holds back its member sources, one line naming the file and the field, as a

@@ -223,7 +223,14 @@ def read_contracts(contracts_dir: Path) -> ContractSet:
 def contract_version(contract: Contract) -> str:
     """Hash of the contract file (and of its entity's file): a changed contract re-runs silver for
     every batch, a changed entity rebuilds gold."""
-    files = [contract.path, *([contract.entity.path] if contract.entity else [])]
+    files = [contract.path]
+    if contract.member is not None:  # found by name, so a contract read alone has the same version
+        folder = contract.path.parent / "entities"
+        files += [
+            f
+            for f in (folder / f"{contract.member.entity}.yaml", folder / f"{contract.member.entity}.yml")
+            if f.is_file()
+        ]
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 

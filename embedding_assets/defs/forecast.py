@@ -138,10 +138,15 @@ class Predictor:
         self.versions[keys[0].to_user_string()] = quarantine_version(result.rejected)
         return result.silver
 
-    def documents(self, contracts: dict[str, Contract], silvers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    def documents(
+        self,
+        contracts: dict[str, Contract],
+        silvers: dict[str, pl.DataFrame],
+        pending: dict[str, pl.DataFrame],
+    ) -> pl.DataFrame:
         if not self.judge([GOLD_DOCUMENTS], DOCUMENTS_CODE, documents_consumes(contracts)):
             return self.lake.read_batch("gold/documents", self.batch, GOLD_DOC_SCHEMA)
-        documents = assemble(self.lake, contracts, silvers, self.batch).documents
+        documents = assemble(self.lake, contracts, silvers, self.batch, pending).documents
         self.versions[GOLD_DOCUMENTS.to_user_string()] = documents_version(documents)
         return documents
 
@@ -176,15 +181,21 @@ class Predictor:
 
 def forecast_batch(
     instance: dg.DagsterInstance, pipeline: PipelineResource, contracts: dict[str, Contract], batch: str,
-    why: str,
+    why: str, pending: dict[str, pl.DataFrame],
 ) -> tuple[BatchForecast, str, pl.DataFrame]:  # fmt: skip
-    """What one batch's run would do, and its gold/documents version and rows after it."""
+    """What one batch's run would do, and its gold/documents version and rows after it. ``pending``:
+    each source's silver rows predicted for the batches forecast before it (not in the lake yet);
+    this batch's are added to it."""
     predictor = Predictor(
         instance, pipeline.lake(), batch, pipeline.setting_versions(contracts), BatchForecast(batch, why)
     )
     landing_dir = pipeline.settings().landing_dir
     silvers = {s: predictor.refine(c, landing_dir) for s, c in contracts.items()}
-    documents = predictor.documents(contracts, silvers)
+    documents = predictor.documents(contracts, silvers, pending)
+    for source, rows in silvers.items():
+        pending[source] = (
+            pl.concat([pending[source], rows], how="diagonal_relaxed") if source in pending else rows
+        )
     return predictor.forecast, predictor.versions.get(GOLD_DOCUMENTS.to_user_string(), MISSING), documents
 
 
@@ -268,9 +279,11 @@ def forecast(instance: dg.DagsterInstance, pipeline: PipelineResource) -> SyncFo
     requests, _, changed = requests_now(instance, pipeline, contracts, scan, Options(), {})
     state = pipeline.planned_state()
     active = pipeline.active_models(state)
-    found, documents = [], {}
-    for batch in requests.batches:
-        run, version, docs = forecast_batch(instance, pipeline, contracts, batch, requests.why(batch))
+    found, documents, predicted = [], {}, dict[str, pl.DataFrame]()
+    for batch in sorted(requests.batches):  # in batch order: a later batch's gold reads the earlier silver
+        run, version, docs = forecast_batch(
+            instance, pipeline, contracts, batch, requests.why(batch), predicted
+        )
         found.append(run)
         documents[batch] = (version, docs)
     due, _, _ = model_runs_now(instance, pipeline, active, changed, Options())

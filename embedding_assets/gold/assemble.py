@@ -38,12 +38,37 @@ def entities_of(contracts: Mapping[str, Contract]) -> dict[str, Entity]:
     return {c.entity.name: c.entity for c in contracts.values() if c.entity is not None}
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """Each source's silver rows of the batches before ``batch``: the lake's, except for a batch
+    ``pending`` holds rows of (a dry run's predictions, not written yet), whose rows stand in."""
+
+    lake: Lake
+    batch: str
+    pending: Mapping[str, pl.DataFrame]
+
+    def silver(self, contract: Contract, schema: pl.Schema) -> pl.DataFrame:
+        rows = self.lake.read(f"silver/{contract.source}", schema, pl.col("batch") < self.batch)
+        extra = self.pending.get(contract.source)
+        if extra is None or not extra.height:
+            return rows
+        extra = _typed(extra.filter(pl.col("batch") < self.batch), contract).select(list(schema))
+        replaced = extra["batch"].unique().implode()
+        return pl.concat([rows.filter(~pl.col("batch").is_in(replaced)), extra.cast(schema)])  # type: ignore[arg-type]
+
+
 def assemble(
-    lake: Lake, contracts: Mapping[str, Contract], silvers: Mapping[str, pl.DataFrame], batch: str
+    lake: Lake,
+    contracts: Mapping[str, Contract],
+    silvers: Mapping[str, pl.DataFrame],
+    batch: str,
+    pending: Mapping[str, pl.DataFrame] | None = None,
 ) -> Assembled:
     """The batch's gold documents, with every metadata field as a column. ``silvers``: each
-    source's silver rows of the batch (a member's with its ``f_`` columns)."""
-    tombstones = {s: tombstones_of(lake, c, silvers[s], batch) for s, c in contracts.items() if c.snapshot}
+    source's silver rows of the batch (a member's with its ``f_`` columns); ``pending``: see
+    :class:`Earlier`."""
+    earlier = Earlier(lake, batch, pending or {})
+    tombstones = {s: tombstones_of(earlier, c, silvers[s], batch) for s, c in contracts.items() if c.snapshot}
     entities = entities_of(contracts)
     members = {s for e in entities.values() for s in e.sources}
     current = {
@@ -53,33 +78,26 @@ def assemble(
         for s in contracts
     }
     own = [current[s] for s in contracts if s not in members]
-    fused = [fuse_entity(lake, e, contracts, current, batch) for e in entities.values()]
+    fused = [fuse_entity(earlier, e, contracts, current) for e in entities.values()]
     documents = with_metadata_columns(union_documents([*own, *fused]), metadata_fields(contracts))
     problems = [p for _, p in tombstones.values() if p]
     return Assembled(documents, sum(t.height for t, _ in tombstones.values()), problems)
 
 
 def fuse_entity(
-    lake: Lake,
-    entity: Entity,
-    contracts: Mapping[str, Contract],
-    current: Mapping[str, pl.DataFrame],
-    batch: str,
+    earlier: Earlier, entity: Entity, contracts: Mapping[str, Contract], current: Mapping[str, pl.DataFrame]
 ) -> pl.DataFrame:
-    """The entity's documents for the keys its members' rows of ``batch`` touch, each fused from
-    every member's newest row up to this batch."""
+    """The entity's documents for the keys its members' rows of the batch touch, each fused from
+    every member's newest row up to the batch."""
     now = {s: member_rows(entity, s, _typed(current[s], contracts[s])) for s in entity.sources}
     touched = pl.concat([f.select("key") for f in now.values()]).unique()
     rows = []
     for source in entity.sources:
         contract = contracts[source]
-        earlier = lake.read(f"silver/{source}", silver_schema(contract), pl.col("batch") < batch)
-        mapped = member_rows(entity, source, earlier).join(touched, on="key", how="semi")
-        newest = latest_documents(pl.concat([mapped, now[source]]).rename({"key": "doc_id"})).rename(
-            {"doc_id": "key"}
-        )
-        rows.append(newest)
-    return fuse(entity, pl.concat(rows), batch)
+        before = member_rows(entity, source, earlier.silver(contract, silver_schema(contract)))
+        mapped = pl.concat([before.join(touched, on="key", how="semi"), now[source]])
+        rows.append(latest_documents(mapped.rename({"key": "doc_id"})).rename({"doc_id": "key"}))
+    return fuse(entity, pl.concat(rows), earlier.batch)
 
 
 def _typed(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
@@ -91,12 +109,12 @@ def _typed(frame: pl.DataFrame, contract: Contract) -> pl.DataFrame:
 
 
 def tombstones_of(
-    lake: Lake, contract: Contract, current: pl.DataFrame, batch: str
+    earlier: Earlier, contract: Contract, current: pl.DataFrame, batch: str
 ) -> tuple[pl.DataFrame, str]:
     """A snapshot source's deletions implied by this batch, and the problem if there are too many."""
-    earlier = lake.read(f"silver/{contract.source}", SILVER_SCHEMA, pl.col("batch") < batch)
-    found = snapshot_tombstones(current, earlier, batch)
-    live_before = latest_documents(earlier).filter(~pl.col("deleted")).height
+    before = earlier.silver(contract, SILVER_SCHEMA)
+    found = snapshot_tombstones(current, before, batch)
+    live_before = latest_documents(before).filter(~pl.col("deleted")).height
     limit = contract.max_snapshot_delete_rate
     if found.height and found.height > limit * live_before:
         return found, (
