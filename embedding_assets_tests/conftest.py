@@ -18,6 +18,11 @@ from embedding_assets.index.writer import IndexWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data"
+# The sources that take every stage's path (JSONL, Markdown by sections, CSV, and the web shop's
+# feed fused with the catalogue into products). The HTML and PDF sources add only extraction
+# time to a sync; the tests that kill, stop or move whole syncs copy these four, which cuts each
+# sync by about a quarter, and test_formats covers the other two.
+CORE_SOURCES = ("helpdesk", "guides", "catalog", "storefront")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -40,13 +45,24 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def copy_sample(target: Path, sources: tuple[str, ...] | None = None) -> Path:
+    """The sample's contracts (and entity files) and landing batches under ``target``: every
+    source, or only ``sources``."""
+    if sources is None:
+        shutil.copytree(SAMPLE / "contracts", target / "contracts")
+        shutil.copytree(SAMPLE / "landing", target / "landing")
+        return target
+    shutil.copytree(SAMPLE / "contracts" / "entities", target / "contracts" / "entities")
+    for source in sources:
+        shutil.copy(SAMPLE / "contracts" / f"{source}.yaml", target / "contracts" / f"{source}.yaml")
+        shutil.copytree(SAMPLE / "landing" / source, target / "landing" / source)
+    return target
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A copy of the sample contracts and landing batches."""
-    target = tmp_path / "data"
-    shutil.copytree(SAMPLE / "contracts", target / "contracts")
-    shutil.copytree(SAMPLE / "landing", target / "landing")
-    return target
+    return copy_sample(tmp_path / "data")
 
 
 def make_pipeline(root: Path, **overrides: object) -> PipelineResource:

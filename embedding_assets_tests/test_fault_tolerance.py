@@ -1,6 +1,6 @@
 """kill -9 at every stage, concurrent syncs: the end state always equals one clean sync's.
 
-Each trial runs ``embedding-assets sync`` as a real process on a fresh copy of the sample data, with
+Each trial runs ``embedding-assets sync`` as a real process on a fresh copy of the sample's core sources, with
 its own SQLite Dagster instance, Delta lake and LanceDB. ``EA_FAULTS`` kills it (SIGKILL, nothing
 runs on the way out) at a named point, or the test kills it after a random delay. A second sync
 then has to converge on exactly the state of a sync that was never interrupted: the same Delta
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,13 @@ import polars as pl
 import pytest
 
 from embedding_assets.defs.forecast import forecast
-from embedding_assets_tests.conftest import SAMPLE, index_snapshot, lake_snapshot, make_pipeline
+from embedding_assets_tests.conftest import (
+    CORE_SOURCES,
+    copy_sample,
+    index_snapshot,
+    lake_snapshot,
+    make_pipeline,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -53,10 +58,7 @@ RANDOM_KILLS = 4  # plus kills after a random delay, wherever the process happen
 
 
 def _copy_sample(root: Path) -> Path:
-    data = root / "data"
-    shutil.copytree(SAMPLE / "contracts", data / "contracts")
-    shutil.copytree(SAMPLE / "landing", data / "landing")
-    return data
+    return copy_sample(root / "data", CORE_SOURCES)
 
 
 def _env(data: Path, faults: str | None = None) -> dict[str, str]:

@@ -28,10 +28,11 @@ from embedding_assets.defs.sync import sync
 from embedding_assets.embed.embedder import model_slug
 from embedding_assets.prod import create_database, start_moto, start_workers
 from embedding_assets_tests.conftest import (
+    CORE_SOURCES,
     HASHING,
     REPO,
-    SAMPLE,
     VOLATILE,
+    copy_sample,
     index_snapshot,
     lake_snapshot,
     make_pipeline,
@@ -120,8 +121,7 @@ class Embedded:
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Embedded:
     root = tmp_path_factory.mktemp("embedded") / "data"
-    for part in ("contracts", "landing"):
-        shutil.copytree(SAMPLE / part, root / part)
+    copy_sample(root, CORE_SOURCES)
     (root.parent / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(root.parent / "dagster")) as instance:
         summary = sync(instance, make_pipeline(root), echo=lambda _: None)
@@ -136,8 +136,7 @@ def _production(
 ) -> tuple[Path, dict[str, str]]:
     """A copy of the sample with the production profile's instance file, and its environment."""
     data = tmp_path / "prod"
-    for part in ("contracts", "landing"):
-        shutil.copytree(SAMPLE / part, data / part)
+    copy_sample(data, CORE_SOURCES)
     (data / "dagster").mkdir()
     shutil.copy(REPO / "deploy" / "dagster.yaml", data / "dagster" / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EA_", "AWS_", "DAGSTER_"))}
@@ -436,8 +435,7 @@ def test_s3_errors_are_retried_with_backoff_and_readers_never_see_a_partial_comm
     for name, value in _aws(flaky.url).items():
         monkeypatch.setenv(name, value)
     root = tmp_path / "data"
-    for part in ("contracts", "landing"):
-        shutil.copytree(SAMPLE / part, root / part)
+    copy_sample(root, CORE_SOURCES)
     pipeline = make_pipeline(root, lake_uri=f"s3://{bucket}/lake", lancedb_uri=f"s3://{bucket}/lancedb")
     seen: list[str] = []
     done = threading.Event()

@@ -5,7 +5,6 @@ work to the same lake and index as an uninterrupted sync."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from embedding_assets_tests.conftest import SAMPLE, index_content, lake_snapshot
+from embedding_assets_tests.conftest import CORE_SOURCES, copy_sample, index_content, lake_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +31,7 @@ def _env(root: Path, home: Path, **extra: str) -> dict[str, str]:
 
 
 def _copy(tmp_path: Path, name: str) -> Path:
-    root = tmp_path / name
-    shutil.copytree(SAMPLE / "contracts", root / "contracts")
-    shutil.copytree(SAMPLE / "landing", root / "landing")
-    return root
+    return copy_sample(tmp_path / name, CORE_SOURCES)
 
 
 def _sync(env: dict[str, str]) -> subprocess.Popen[str]:

@@ -25,7 +25,14 @@ import pytest
 from embedding_assets.defs.factory import build_defs, materialisable_keys
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
-from embedding_assets_tests.conftest import HASHING, REPO, SAMPLE, index_snapshot, make_pipeline
+from embedding_assets_tests.conftest import (
+    CORE_SOURCES,
+    HASHING,
+    REPO,
+    copy_sample,
+    index_snapshot,
+    make_pipeline,
+)
 
 # Both tests share one synced sample and one `dagster dev` (on one worker, in file order).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui")]
@@ -105,9 +112,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ui, dg.DagsterInstance, Path]]:
     tmp_path = tmp_path_factory.mktemp("ui")
-    root = tmp_path / "data"
-    for part in ("contracts", "landing"):
-        shutil.copytree(SAMPLE / part, root / part)
+    root = copy_sample(tmp_path / "data", CORE_SOURCES)
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(REPO / "embedding_assets" / "instance.yaml", home / "dagster.yaml")
