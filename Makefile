@@ -40,9 +40,8 @@ sync: install $(DAGSTER_HOME)/dagster.yaml
 register: install $(DAGSTER_HOME)/dagster.yaml  ## add the landing zone's batches as partitions (idempotent)
 	$(VENV)/bin/embedding-assets register
 
-# Three workers on CI's two cores: a third of the suite waits on subprocesses, daemons and services.
-TEST_WORKERS ?= 3
-test: install  ## the whole suite, as CI runs it (TEST_WORKERS processes), then its 15 slowest tests
+TEST_WORKERS ?= 2
+test: install  ## the whole suite, as CI runs it (TEST_WORKERS processes; 2 on CI's 2 cores), then its 15 slowest tests
 	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 test-fast: install

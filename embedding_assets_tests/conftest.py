@@ -60,9 +60,10 @@ def copy_sample(target: Path, sources: tuple[str, ...] | None = None) -> Path:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """A copy of the sample contracts and landing batches."""
-    return copy_sample(tmp_path / "data")
+def root(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A copy of the sample contracts and landing batches: every source, or the test module's
+    ``SAMPLE_SOURCES`` where it sets them."""
+    return copy_sample(tmp_path / "data", getattr(request.module, "SAMPLE_SOURCES", None))
 
 
 def make_pipeline(root: Path, **overrides: object) -> PipelineResource:

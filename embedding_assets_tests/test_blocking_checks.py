@@ -11,7 +11,9 @@ import pytest
 from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
 from embedding_assets.embed.embedder import HashingEmbedder
-from embedding_assets_tests.conftest import materialization_count
+from embedding_assets_tests.conftest import CORE_SOURCES, materialization_count
+
+SAMPLE_SOURCES = CORE_SOURCES  # the whole-sync tests here need no HTML or PDF
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from embedding_assets_tests.conftest import HASHING, REPO, materializations, open_index, table_versions
+from embedding_assets_tests.conftest import (
+    CORE_SOURCES,
+    HASHING,
+    REPO,
+    materializations,
+    open_index,
+    table_versions,
+)
+
+SAMPLE_SOURCES = CORE_SOURCES  # the whole-sync tests here need no HTML or PDF
 
 pytestmark = pytest.mark.slow
 DAGSTER = str(Path(sys.executable).parent / "dagster")

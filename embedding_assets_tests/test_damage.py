@@ -17,7 +17,9 @@ import pytest
 from embedding_assets.defs.health import restore
 from embedding_assets.defs.repair import RepairRefused, repair_index
 from embedding_assets.defs.sync import Options, sync
-from embedding_assets_tests.conftest import index_snapshot, make_pipeline
+from embedding_assets_tests.conftest import CORE_SOURCES, index_snapshot, make_pipeline
+
+SAMPLE_SOURCES = CORE_SOURCES  # the whole-sync tests here need no HTML or PDF
 
 pytestmark = pytest.mark.slow
 

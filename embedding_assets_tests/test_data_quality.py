@@ -22,7 +22,9 @@ from embedding_assets.defs.resources import PipelineResource
 from embedding_assets.defs.sync import sync
 from embedding_assets.embed.embedder import HashingEmbedder
 from embedding_assets_tests import malformed
-from embedding_assets_tests.conftest import index_snapshot, make_pipeline, open_index
+from embedding_assets_tests.conftest import CORE_SOURCES, index_snapshot, make_pipeline, open_index
+
+SAMPLE_SOURCES = CORE_SOURCES  # the whole-sync tests here need no HTML or PDF
 
 pytestmark = pytest.mark.slow
 BATCH = "2026-11-15"

@@ -13,7 +13,9 @@ from deltalake.exceptions import CommitFailedError
 from embedding_assets.core.errors import TableError, is_transient, root_cause
 from embedding_assets.core.lake import Lake
 from embedding_assets.defs.sync import Options, sync
-from embedding_assets_tests.conftest import make_pipeline
+from embedding_assets_tests.conftest import CORE_SOURCES, make_pipeline
+
+SAMPLE_SOURCES = CORE_SOURCES  # the whole-sync tests here need no HTML or PDF
 
 
 @pytest.mark.parametrize(

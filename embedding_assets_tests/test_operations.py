@@ -27,6 +27,7 @@ from embedding_assets.defs.sync import sync
 from embedding_assets.embed.embedder import HashingEmbedder
 from embedding_assets.index.freshness import Landed, overdue
 from embedding_assets_tests.conftest import (
+    CORE_SOURCES,
     HASHING,
     index_content,
     lake_snapshot,
@@ -34,6 +35,8 @@ from embedding_assets_tests.conftest import (
     materializations,
     open_index,
 )
+
+SAMPLE_SOURCES = CORE_SOURCES  # the whole-sync tests here need no HTML or PDF
 
 pytestmark = pytest.mark.slow
 B1, B2 = "2026-11-01", "2026-11-08"
