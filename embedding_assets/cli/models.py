@@ -169,7 +169,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _api_arguments(p: argparse.ArgumentParser) -> None:
+def _runner_arguments(p: argparse.ArgumentParser) -> None:
+    """What runs a model being added: a local backend, or an API and its pricing."""
+    p.add_argument(
+        "--backend",
+        choices=["torch", "int8"],
+        help="what runs it: torch (fp32 CPU, fp16 GPU) or int8 on onnxruntime (default: EA_EMBED_BACKEND, else torch)",
+    )
     api = p.add_argument_group("a model behind an OpenAI-compatible API (PATH_OR_ID is its name there)")
     api.add_argument("--api-base", help="the API's base URL, e.g. https://api.openai.com/v1")
     api.add_argument("--api-key-env", help="the environment variable that holds the API key")
@@ -201,12 +207,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--name", help="its registry name (default: from its id)")
     p.add_argument("--no-build", action="store_true", help="register only; `sync` builds it")
-    p.add_argument(
-        "--backend",
-        choices=["torch", "int8"],
-        help="what runs it: torch (fp32 CPU, fp16 GPU) or int8 on onnxruntime (default: EA_EMBED_BACKEND, else torch)",
-    )
-    _api_arguments(p)
+    _runner_arguments(p)
     p.set_defaults(func=cmd_add)
     p = verbs.add_parser("eval", help="canary recall@10, MRR@10 and nDCG@10 per search mode")
     p.add_argument("--name", help="only this model (default: every active one)")
