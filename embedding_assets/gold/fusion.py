@@ -32,13 +32,7 @@ def member_rows(entity: Entity, source: str, silver: pl.DataFrame) -> pl.DataFra
     ``silver`` holds the source's newest row per document, with its ``f_<field>`` columns."""
     member = entity.members[source]
     key = pl.col("source_id")
-    key = (
-        key.str.to_uppercase()
-        if member.key_case == "upper"
-        else key.str.to_lowercase()
-        if member.key_case == "lower"
-        else key
-    )
+    key = {"upper": key.str.to_uppercase(), "lower": key.str.to_lowercase()}.get(member.key_case, key)
     values = [
         (pl.col(f"{FIELD_PREFIX}{member.fields[f]}") if f in member.fields else pl.lit(None)).alias(f"v::{f}")
         for f in entity.fields
@@ -101,9 +95,7 @@ def _documents(entity: Entity, fused: pl.DataFrame, batch: str) -> pl.DataFrame:
         if entity.metadata
         else pl.lit("{}")
     )
-    out = fused.with_columns(
-        metadata.alias("_metadata") if isinstance(metadata, pl.Series) else metadata.alias("_metadata")
-    ).select(
+    out = fused.with_columns(metadata.alias("_metadata")).select(
         (pl.lit(f"{entity.name}:") + pl.col("key")).alias("doc_id"),
         pl.lit(entity.name).alias("source"),
         pl.col("key").alias("source_id"),
