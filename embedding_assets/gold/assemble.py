@@ -5,7 +5,7 @@ rows of the batch and, for the entities those rows touch, each member's newest r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -41,13 +41,23 @@ def entities_of(contracts: Mapping[str, Contract]) -> dict[str, Entity]:
 @dataclass(frozen=True)
 class Earlier:
     """Each source's silver rows of the batches before ``batch``: the lake's, except for a batch
-    ``pending`` holds rows of (a dry run's predictions, not written yet), whose rows stand in."""
+    ``pending`` holds rows of (a dry run's predictions, not written yet), whose rows stand in. Read
+    once per source: a snapshot source that is also an entity member needs them twice."""
 
     lake: Lake
     batch: str
     pending: Mapping[str, pl.DataFrame]
+    _read: dict[str, pl.DataFrame] = field(default_factory=dict, compare=False, repr=False)
 
-    def silver(self, contract: Contract, schema: pl.Schema) -> pl.DataFrame:
+    def silver(self, contract: Contract) -> pl.DataFrame:
+        """A member's rows with its typed ``f_`` columns (fusion reads them); any other source's
+        with silver's own columns."""
+        if contract.source not in self._read:
+            self._read[contract.source] = self._silver(contract)
+        return self._read[contract.source]
+
+    def _silver(self, contract: Contract) -> pl.DataFrame:
+        schema = silver_schema(contract) if contract.entity is not None else SILVER_SCHEMA
         rows = self.lake.read(f"silver/{contract.source}", schema, pl.col("batch") < self.batch)
         extra = self.pending.get(contract.source)
         if extra is None or not extra.height:
@@ -94,7 +104,7 @@ def fuse_entity(
     rows = []
     for source in entity.sources:
         contract = contracts[source]
-        before = member_rows(entity, source, earlier.silver(contract, silver_schema(contract)))
+        before = member_rows(entity, source, earlier.silver(contract))
         mapped = pl.concat([before.join(touched, on="key", how="semi"), now[source]])
         rows.append(latest_documents(mapped.rename({"key": "doc_id"})).rename({"doc_id": "key"}))
     return fuse(entity, pl.concat(rows), earlier.batch)
@@ -112,7 +122,7 @@ def tombstones_of(
     earlier: Earlier, contract: Contract, current: pl.DataFrame, batch: str
 ) -> tuple[pl.DataFrame, str]:
     """A snapshot source's deletions implied by this batch, and the problem if there are too many."""
-    before = earlier.silver(contract, SILVER_SCHEMA)
+    before = earlier.silver(contract)
     found = snapshot_tombstones(current, before, batch)
     live_before = latest_documents(before).filter(~pl.col("deleted")).height
     limit = contract.max_snapshot_delete_rate
